@@ -1,0 +1,1 @@
+"""Storage: tables, migrations, the blob store and the idempotent writes."""

@@ -1,0 +1,175 @@
+"""Tables. Changed only through Alembic migrations (``ragstream/db/migrations``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+VECTOR_DIMENSIONS = 384
+
+TZ = DateTime(timezone=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Lineage:
+    """Where a row came from: the Kafka record that produced it."""
+
+    source_topic: Mapped[str | None] = mapped_column(Text)
+    source_partition: Mapped[int | None] = mapped_column(Integer)
+    source_offset: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class Document(Base):
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("tenant", "sha256"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    tenant: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    filename: Mapped[str | None] = mapped_column(Text)
+    content_type: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, server_default="{}", default=dict
+    )
+    parser: Mapped[str] = mapped_column(Text, server_default="local")
+    status: Mapped[str] = mapped_column(Text, index=True)
+    current_job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    chunk_count: Mapped[int | None] = mapped_column(Integer)
+    embedding_model: Mapped[str | None] = mapped_column(Text)
+    failed_stage: Mapped[str | None] = mapped_column(Text)
+    error_class: Mapped[str | None] = mapped_column(Text)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    uploaded_at: Mapped[datetime] = mapped_column(TZ)
+    parsing_started_at: Mapped[datetime | None] = mapped_column(TZ)
+    parsed_at: Mapped[datetime | None] = mapped_column(TZ)
+    chunking_started_at: Mapped[datetime | None] = mapped_column(TZ)
+    chunked_at: Mapped[datetime | None] = mapped_column(TZ)
+    embedding_started_at: Mapped[datetime | None] = mapped_column(TZ)
+    completed_at: Mapped[datetime | None] = mapped_column(TZ)
+    failed_at: Mapped[datetime | None] = mapped_column(TZ)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class Job(Base):
+    """One submission or reprocessing of a document; its progress is counted from the buffers."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(Text)  # upload | reprocess
+    from_stage: Mapped[str] = mapped_column(Text, server_default="parse")
+    status: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(TZ)
+
+
+class Blob(Base):
+    """Content-addressed bytes: uploads and parsed documents travel by this reference."""
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class ParseBuffer(Lineage, Base):
+    __tablename__ = "document_parse_buffer"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    text_blob_sha256: Mapped[str] = mapped_column(String(64))
+    content_type: Mapped[str] = mapped_column(Text)
+    parser: Mapped[str] = mapped_column(Text)
+    parser_version: Mapped[str] = mapped_column(Text)
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    block_count: Mapped[int] = mapped_column(Integer)
+
+
+class ChunkBuffer(Lineage, Base):
+    __tablename__ = "document_chunk_buffer"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    chunk_index: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    token_count: Mapped[int] = mapped_column(Integer)
+    pages: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    heading_path: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    chunker_version: Mapped[str] = mapped_column(Text)
+    chunker_config_hash: Mapped[str] = mapped_column(Text, index=True)
+    parser: Mapped[str] = mapped_column(Text)
+    parser_version: Mapped[str] = mapped_column(Text)
+
+
+class VectorBuffer(Lineage, Base):
+    __tablename__ = "document_vector_buffer"
+    __table_args__ = (
+        Index(
+            "ix_document_vector_buffer_embedding_hnsw",
+            "embedding",
+            postgresql_using="hnsw",
+            postgresql_ops={"embedding": "vector_cosine_ops"},
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    chunk_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("document_chunk_buffer.id", ondelete="CASCADE"), index=True
+    )
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    model: Mapped[str] = mapped_column(Text, index=True)
+    model_version: Mapped[str] = mapped_column(Text)
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    chunker_version: Mapped[str] = mapped_column(Text)
+    chunker_config_hash: Mapped[str] = mapped_column(Text)
+    parser: Mapped[str] = mapped_column(Text)
+    parser_version: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[list[float]] = mapped_column(Vector(VECTOR_DIMENSIONS))

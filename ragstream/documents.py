@@ -1,0 +1,67 @@
+"""The parsed form of a document, shared by the parse and chunk stages.
+
+A parser turns bytes into a :class:`ParsedDocument`: an ordered list of blocks,
+each knowing its page and the headings above it. The chunker reads only this,
+so page numbers and heading paths survive into every chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+BlockKind = Literal["heading", "paragraph"]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One heading or one paragraph of text."""
+
+    text: str
+    kind: BlockKind = "paragraph"
+    page: int | None = None
+    heading_path: tuple[str, ...] = ()
+    level: int = 0  # heading level (1 = top) for headings, 0 for paragraphs
+
+
+@dataclass(frozen=True)
+class ParsedDocument:
+    """What a parser produced, with the lineage the chunk rows record."""
+
+    blocks: tuple[Block, ...]
+    content_type: str
+    parser: str
+    parser_version: str
+    page_count: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(b.text for b in self.blocks)
+
+    def to_json(self) -> bytes:
+        payload: dict[str, Any] = asdict(self)
+        return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ParsedDocument:
+        raw = json.loads(data)
+        blocks = tuple(
+            Block(
+                text=b["text"],
+                kind=b["kind"],
+                page=b["page"],
+                heading_path=tuple(b["heading_path"]),
+                level=b["level"],
+            )
+            for b in raw["blocks"]
+        )
+        return cls(
+            blocks=blocks,
+            content_type=raw["content_type"],
+            parser=raw["parser"],
+            parser_version=raw["parser_version"],
+            page_count=raw["page_count"],
+            metadata=dict(raw.get("metadata") or {}),
+        )

@@ -1,0 +1,53 @@
+"""Block assembly shared by every parser.
+
+Each parser only reports "here is a heading of level N" or "here is a
+paragraph"; the heading path each block carries is tracked here once, so all
+formats agree on what "the enclosing headings" means.
+"""
+
+from __future__ import annotations
+
+from ragstream.documents import Block
+
+MAX_HEADING_LEVEL = 9
+
+
+def collapse_whitespace(text: str) -> str:
+    """Inline text from markup: runs of whitespace become one space (linear time)."""
+    return " ".join(text.split())
+
+
+class BlockBuilder:
+    """Collects blocks in reading order and keeps the stack of open headings."""
+
+    def __init__(self) -> None:
+        self._blocks: list[Block] = []
+        self._open: list[tuple[int, str]] = []
+        self._path: tuple[str, ...] = ()
+
+    def heading(self, text: str, level: int, *, page: int | None = None) -> None:
+        """A heading closes every open heading of the same or a deeper level."""
+        text = text.strip()
+        if not text:
+            return
+        level = min(max(level, 1), MAX_HEADING_LEVEL)
+        while self._open and self._open[-1][0] >= level:
+            self._open.pop()
+        parents = tuple(title for _, title in self._open)
+        self._blocks.append(
+            Block(text=text, kind="heading", page=page, heading_path=parents, level=level)
+        )
+        self._open.append((level, text))
+        self._path = (*parents, text)
+
+    def paragraph(self, text: str, *, page: int | None = None) -> None:
+        text = text.strip()
+        if text:
+            self._blocks.append(Block(text=text, page=page, heading_path=self._path))
+
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        return tuple(self._blocks)
+
+    def __len__(self) -> int:
+        return len(self._blocks)

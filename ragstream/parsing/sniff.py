@@ -1,0 +1,251 @@
+"""What a document is, decided from its content.
+
+Extensions and client-declared types lie (a PDF uploaded as ``report.txt``,
+a PNG renamed ``notes.md``), so only the bytes decide. The file name is used
+for one thing: breaking a tie between Markdown and plain text, which are
+often indistinguishable by content.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+
+from ragstream.errors import CorruptDocument, UnsupportedDocument
+from ragstream.parsing.charset import decode_text, detect_bom
+
+PDF = "application/pdf"
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+HTML = "text/html"
+MARKDOWN = "text/markdown"
+TEXT = "text/plain"
+
+_PDF_MAGIC_WINDOW = 1024
+_BINARY_PROBE_BYTES = 8192
+_MAX_CONTROL_RATIO = 0.05
+_HTML_PROBE_BYTES = 4096
+_MARKDOWN_PROBE_CHARS = 64 * 1024
+_MARKDOWN_PROBE_LINES = 2000
+_MARKDOWN_SUFFIXES = (".md", ".markdown")
+
+# Magic numbers that settle the question on their own.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\xfd7zXZ\x00", "an xz archive"),
+    (b"(\xb5/\xfd", "a zstd archive"),
+    (b"7z\xbc\xaf'\x1c", "a 7-Zip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"\x7fELF", "an ELF executable"),
+    (b"\xcf\xfa\xed\xfe", "a Mach-O executable"),
+    (b"\xce\xfa\xed\xfe", "a Mach-O executable"),
+    (b"\xca\xfe\xba\xbe", "a Java class file or Mach-O executable"),
+    (b"\x00asm", "a WebAssembly module"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Microsoft Office file (.doc/.xls/.ppt)"),
+    (b"{\\rtf", "an RTF document"),
+    (b"%!PS", "a PostScript file"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"OggS", "an Ogg media file"),
+    (b"fLaC", "a FLAC audio file"),
+    (b"ID3\x02", "an MP3 audio file"),
+    (b"ID3\x03", "an MP3 audio file"),
+    (b"ID3\x04", "an MP3 audio file"),
+    (b"\x1aE\xdf\xa3", "a Matroska/WebM video"),
+    (b"wOFF", "a WOFF font"),
+    (b"wOF2", "a WOFF2 font"),
+)
+# Too short to trust unless the rest of the bytes also look binary.
+_WEAK_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"MZ", "a Windows executable"),
+    (b"BM", "a BMP image"),
+    (b"BZh", "a bzip2 archive"),
+)
+_RIFF_KINDS = {b"WEBP": "a WebP image", b"WAVE": "a WAV audio file", b"AVI ": "an AVI video"}
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\t\n\r\f\b\x1b") + b"\x7f"
+
+_HTML_STRONG = re.compile(r"<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>]", re.IGNORECASE)
+_HTML_TAG = re.compile(
+    r"<(?:meta|title|link|div|p|h[1-6]|table|ul|ol|dl|section|article|span|a|script|style|br"
+    r"|img|nav|header|footer|main|form|iframe|center|font|b|i|strong|em|pre|blockquote)[\s/>]",
+    re.IGNORECASE,
+)
+_MD_ATX = re.compile(r" {0,3}#{1,6}[ \t]+\S")
+_MD_LINK = re.compile(r"!?\[[^\]\n]{1,200}\]\([^)\s]{1,500}\)")
+_MD_STRONG = re.compile(r"\*\*[^*\n]{1,200}\*\*|__[^_\n]{1,200}__")
+_MD_CODE_SPAN = re.compile(r"`[^`\n]{1,200}`")
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    """The detected type; for Markdown and text also the decoded text, decoded once."""
+
+    content_type: str
+    text: str | None = None
+    encoding: str | None = None
+
+
+def sniff_content_type(data: bytes, filename: str | None = None) -> str:
+    """The content type of ``data``; raises for empty or unsupported input."""
+    return sniff(data, filename).content_type
+
+
+def sniff(data: bytes, filename: str | None = None) -> Sniffed:
+    if not data:
+        raise CorruptDocument("empty document")
+    if b"%PDF-" in data[:_PDF_MAGIC_WINDOW]:
+        return Sniffed(PDF)
+    if data.startswith(_ZIP_MAGIC):
+        return Sniffed(_sniff_zip(data))
+    known = _strong_magic(data)
+    if known is not None:
+        raise _unsupported(known)
+
+    bom = detect_bom(data)
+    if bom is None and _looks_binary(data[:_BINARY_PROBE_BYTES]):
+        raise _unsupported(_weak_magic(data) or "binary data")
+
+    head = _decode_head(data, bom)
+    html = _html_strength(head)
+    if html == "strong":
+        return Sniffed(HTML)
+
+    text, encoding = decode_text(data)
+    score = markdown_score(text)
+    if html == "weak":
+        # A README.md may open with a centred logo in raw HTML; its Markdown
+        # headings below say what it really is.
+        return Sniffed(MARKDOWN, text, encoding) if score >= 2 else Sniffed(HTML)
+    if score >= 2 or _has_markdown_suffix(filename):
+        return Sniffed(MARKDOWN, text, encoding)
+    return Sniffed(TEXT, text, encoding)
+
+
+def markdown_score(text: str) -> int:
+    """How strongly the start of ``text`` looks like Markdown; 2 or more is decisive."""
+    head = text[:_MARKDOWN_PROBE_CHARS]
+    score = 0
+    previous_blank = True
+    for line in head.split("\n", _MARKDOWN_PROBE_LINES)[:_MARKDOWN_PROBE_LINES]:
+        stripped = line.strip()
+        if _MD_ATX.match(line):
+            score += 2
+        elif stripped.startswith(("```", "~~~")):
+            score += 1
+        elif not previous_blank and len(stripped) >= 3 and set(stripped) in ({"="}, {"-"}):
+            score += 2  # setext underline
+        previous_blank = not stripped
+        if score >= 6:
+            return score
+    score += min(len(_MD_LINK.findall(head)), 3)
+    score += min(len(_MD_STRONG.findall(head)), 2)
+    score += min(len(_MD_CODE_SPAN.findall(head)), 1)
+    return score
+
+
+def _has_markdown_suffix(filename: str | None) -> bool:
+    return filename is not None and filename.lower().endswith(_MARKDOWN_SUFFIXES)
+
+
+def _unsupported(description: str) -> UnsupportedDocument:
+    return UnsupportedDocument(f"unsupported document type (looks like {description})")
+
+
+def _strong_magic(data: bytes) -> str | None:
+    for magic, description in _MAGIC:
+        if data.startswith(magic):
+            return description
+    if data.startswith(b"RIFF") and data[8:12] in _RIFF_KINDS:
+        return _RIFF_KINDS[data[8:12]]
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        if brand in (b"heic", b"heix", b"mif1", b"msf1"):
+            return "a HEIF image"
+        if brand == b"avif":
+            return "an AVIF image"
+        return "an MP4/QuickTime video"
+    return None
+
+
+def _weak_magic(data: bytes) -> str | None:
+    for magic, description in _WEAK_MAGIC:
+        if data.startswith(magic):
+            return description
+    return None
+
+
+def _looks_binary(probe: bytes) -> bool:
+    if b"\x00" in probe:
+        return True
+    controls = len(probe) - len(probe.translate(None, _CONTROL_BYTES))
+    return controls > len(probe) * _MAX_CONTROL_RATIO
+
+
+def _sniff_zip(data: bytes) -> str:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        # No readable central directory: a truncated DOCX still names its
+        # parts in the local headers; let the DOCX parser report it as corrupt.
+        if b"word/document.xml" in data or b"word/_rels/" in data:
+            return DOCX
+        raise _unsupported("a ZIP archive") from None
+    if "word/document.xml" in names:
+        return DOCX
+    raise _unsupported(_describe_zip(names))
+
+
+def _describe_zip(names: set[str]) -> str:
+    if "xl/workbook.xml" in names:
+        return "an Excel workbook (.xlsx)"
+    if "ppt/presentation.xml" in names:
+        return "a PowerPoint presentation (.pptx)"
+    if "[Content_Types].xml" in names:
+        return "an Office Open XML package other than DOCX"
+    if "mimetype" in names and "content.xml" in names:
+        return "an OpenDocument file (.odt/.ods/.odp)"
+    if "META-INF/container.xml" in names:
+        return "an EPUB e-book"
+    if "META-INF/MANIFEST.MF" in names:
+        return "a Java archive (.jar)"
+    return "a ZIP archive"
+
+
+def _decode_head(data: bytes, bom: tuple[str, int] | None) -> str:
+    """Enough of the start to look for tags; exact decoding does not matter here."""
+    if bom is not None:
+        encoding, skip = bom
+        return data[skip : skip + _HTML_PROBE_BYTES].decode(encoding, errors="replace")
+    return data[:_HTML_PROBE_BYTES].decode("latin-1")
+
+
+def _html_strength(head: str) -> str | None:
+    """``"strong"`` for an unmistakable HTML start, ``"weak"`` for a bare tag, else None."""
+    text = head.lstrip("\ufeff \t\r\n")
+    while text.startswith("<!--"):
+        end = text.find("-->")
+        if end < 0:
+            break
+        text = text[end + 3 :].lstrip()
+    lowered = text.lower()
+    if _HTML_STRONG.match(text):
+        return "strong"
+    if lowered.startswith("<?xml"):
+        if "<!doctype html" in lowered or "<html" in lowered:
+            return "strong"
+        if "<svg" in lowered:
+            raise _unsupported("an SVG image")
+        raise _unsupported("an XML document")
+    if lowered.startswith("<svg"):
+        raise _unsupported("an SVG image")
+    if _HTML_TAG.match(text):
+        return "weak"
+    return None

@@ -1,0 +1,46 @@
+"""The one declaration of stages and topics; the CLI, the workers and the deploy files read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+UPLOADED = "documents.uploaded"
+PARSED = "documents.parsed"
+CHUNKED = "documents.chunked"
+EMBEDDED = "documents.embedded"
+STAGE_TOPICS = (UPLOADED, PARSED, CHUNKED, EMBEDDED)
+
+
+def dlq(topic: str) -> str:
+    return f"{topic}.dlq"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    input_topic: str
+    output_topic: str | None
+
+    @property
+    def group_id(self) -> str:
+        return f"ragstream-{self.name}"
+
+
+STAGES: dict[str, StageSpec] = {
+    spec.name: spec
+    for spec in (
+        StageSpec("parse", UPLOADED, PARSED),
+        StageSpec("chunk", PARSED, CHUNKED),
+        StageSpec("embed", CHUNKED, EMBEDDED),
+        StageSpec("finalize", EMBEDDED, None),
+    )
+}
+STAGE_NAMES = tuple(STAGES)
+
+# Every topic keeps its records (retention.ms=-1): replay from earliest and
+# back-filling a new embedding model both read the whole history.
+TOPIC_CONFIG = {"retention.ms": "-1", "cleanup.policy": "delete"}
+
+
+def all_topics() -> list[str]:
+    return [*STAGE_TOPICS, *(dlq(t) for t in STAGE_TOPICS)]
