@@ -22,7 +22,7 @@ def document_id(tenant: str, sha256: str) -> uuid.UUID:
 
 
 def job_id(document_id: uuid.UUID, attempt_key: str) -> uuid.UUID:
-    """One job per (document, submission key); the key is the upload's event time or a reprocess id."""
+    """One job per (document, submission key): "upload", or a reprocess request's id."""
     return _v5("job", document_id, attempt_key)
 
 

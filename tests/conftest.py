@@ -144,9 +144,7 @@ def fresh_database(stack: Stack) -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture
-def settings(
-    stack: Stack, fresh_database: Callable[[], str], tmp_path: Path
-) -> Iterator[Settings]:
+def settings(stack: Stack, fresh_database: Callable[[], str], tmp_path: Path) -> Iterator[Settings]:
     """Settings of an isolated world: own topics (prefix), groups (prefix) and database."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     yield Settings(

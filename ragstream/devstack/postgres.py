@@ -78,12 +78,12 @@ class LocalPostgres:
     def url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{DATABASE}"
 
-    def _run_as(self) -> dict[str, object]:
-        """Keyword arguments that make a child run as the server's system user when we are root."""
+    def _run_as(self) -> tuple[int | None, int | None]:
+        """User and group a child runs as: the server's system user when we are root."""
         if os.geteuid() != 0:
-            return {}
+            return None, None
         entry = _system_user()
-        return {"user": entry.pw_uid, "group": entry.pw_gid}
+        return entry.pw_uid, entry.pw_gid
 
     def _prepare_dirs(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -102,6 +102,7 @@ class LocalPostgres:
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def _pg(self, tool: str, *args: str, timeout_s: float = 120) -> str:
+        user, group = self._run_as()
         result = subprocess.run(
             [str(_bin_dir() / tool), *args],
             capture_output=True,
@@ -109,7 +110,8 @@ class LocalPostgres:
             timeout=timeout_s,
             check=False,
             cwd="/",
-            **self._run_as(),  # type: ignore[arg-type]
+            user=user,
+            group=group,
         )
         if result.returncode != 0:
             raise DevstackError(f"{tool} failed: {result.stdout}{result.stderr}")
@@ -180,7 +182,7 @@ class LocalPostgres:
         self._pg("pg_ctl", "-D", str(self.pgdata), "-m", mode, "-w", "stop")
 
     def kill(self) -> None:
-        """SIGKILL the server and its backends, as a crash would; recovery runs on the next start."""
+        """SIGKILL the server and its backends, as a crash would; the next start recovers."""
         import psutil
 
         pid = self.pid()

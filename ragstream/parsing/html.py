@@ -7,9 +7,11 @@ RecursionError (or overflow the C stack) long before running out of input.
 
 from __future__ import annotations
 
+from functools import cache
 from importlib.metadata import version
 
-from bs4 import BeautifulSoup, CData, NavigableString, PageElement, Tag
+from bs4 import BeautifulSoup
+from bs4.element import CData, NavigableString, PageElement, Tag
 
 from ragstream.documents import ParsedDocument
 from ragstream.parsing.blocks import BlockBuilder, collapse_whitespace
@@ -80,6 +82,7 @@ _BLOCKS = frozenset(
 )
 
 
+@cache
 def parser_version() -> str:
     return f"beautifulsoup4/{version('beautifulsoup4')}+lxml/{version('lxml')}"
 

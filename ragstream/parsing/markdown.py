@@ -30,7 +30,7 @@ class _Fence:
     lines: list[str]
 
 
-def parse_markdown(text: str) -> ParsedDocument:
+def parse_markdown(text: str, *, encoding: str | None = None) -> ParsedDocument:
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     builder = BlockBuilder()
     paragraph: list[str] = []
@@ -79,6 +79,7 @@ def parse_markdown(text: str) -> ParsedDocument:
         content_type=MARKDOWN,
         parser=PARSER,
         parser_version=PARSER_VERSION,
+        metadata={"encoding": encoding} if encoding else {},
     )
 
 

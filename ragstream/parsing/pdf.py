@@ -13,6 +13,7 @@ import ctypes
 import math
 from collections import Counter
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import version
 
 import pypdfium2 as pdfium
@@ -38,6 +39,7 @@ _CONTROLS = {code: None for code in range(32) if code != 9}
 
 _SAME_SIZE = 0.1  # relative font-size difference still counted as the same size
 _PARAGRAPH_GAP = 1.3  # a gap this many line pitches apart starts a paragraph
+_UNKNOWN_PITCH_GAP = 1.45  # in font sizes, when there are too few lines to learn the pitch
 _HEADING_MIN_RATIO = 1.15
 _HEADING_LEVELS = ((1.6, 1), (1.3, 2), (_HEADING_MIN_RATIO, 3))
 _HEADING_MAX_CHARS = 200
@@ -51,6 +53,7 @@ class _Line:
     baseline: float  # y of the baseline (PDF y grows upwards); NaN when unknown
 
 
+@cache
 def parser_version() -> str:
     return f"pypdfium2/{version('pypdfium2')}+pdfium/{pdfium.PDFIUM_INFO.build}"
 
@@ -133,7 +136,9 @@ def _lines(textpage: pdfium.PdfTextPage) -> list[_Line | None]:
             size, baseline = 0.0, math.nan
             if char >= 0:
                 size = float(pdfium_c.FPDFText_GetFontSize(textpage, char))
-                if pdfium_c.FPDFText_GetCharOrigin(textpage, char, ctypes.byref(x), ctypes.byref(y)):
+                if pdfium_c.FPDFText_GetCharOrigin(
+                    textpage, char, ctypes.byref(x), ctypes.byref(y)
+                ):
                     baseline = y.value
             lines.append(_Line(content, size, baseline))
         offset += width + 1
@@ -195,7 +200,9 @@ def _starts_paragraph(previous: _Line, line: _Line, pitches: dict[float, float])
         return True  # moved up the page: a new column or a float
     if gap <= 0.5 * line.size:
         return False  # same line: table cells, superscripts
-    pitch = pitches.get(_bucket(line.size), 1.2 * line.size)
+    pitch = pitches.get(_bucket(line.size))
+    if pitch is None:  # too few lines of this size to know their pitch
+        return gap > _UNKNOWN_PITCH_GAP * line.size
     return gap > pitch * _PARAGRAPH_GAP
 
 

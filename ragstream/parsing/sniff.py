@@ -8,9 +8,7 @@ often indistinguishable by content.
 
 from __future__ import annotations
 
-import io
 import re
-import zipfile
 from dataclasses import dataclass
 
 from ragstream.errors import CorruptDocument, UnsupportedDocument
@@ -189,6 +187,9 @@ def _looks_binary(probe: bytes) -> bool:
 
 
 def _sniff_zip(data: bytes) -> str:
+    import io
+    import zipfile
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = set(archive.namelist())

@@ -15,7 +15,7 @@ from ragstream.errors import DependencyUnavailable
 from ragstream.kafka import producer_config
 from ragstream.settings import Settings
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class DeliveryFailed(DependencyUnavailable):

@@ -22,9 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from io import BytesIO
-from typing import Any, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import to_parsing_canonical_form
@@ -37,9 +36,14 @@ from ragstream.schemas.events import (
     history,
     schema_json,
 )
-from ragstream.settings import Settings
+
+if TYPE_CHECKING:  # the registry client costs ~0.3 s to import; only registry users pay it
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from ragstream.settings import Settings
 
 E = TypeVar("E", bound=Event)
+Buffer = bytes | bytearray | memoryview
 
 MARKER = b"\xc3\x01"
 """Avro single-object encoding marker (format version 1)."""
@@ -77,12 +81,18 @@ def crc64_avro(data: bytes) -> int:
     return fp
 
 
-def canonical_form(schema: Mapping[str, Any] | str) -> str:
+AvroSchema = Mapping[str, Any] | list[Any] | str
+"""A schema as JSON data: a named primitive, a union list or an object."""
+
+
+def canonical_form(schema: AvroSchema) -> str:
     """Parsing Canonical Form: what a fingerprint is taken of (no docs, defaults...)."""
-    return to_parsing_canonical_form(schema if isinstance(schema, str) else dict(schema))
+    if isinstance(schema, Mapping):
+        schema = dict(schema)
+    return to_parsing_canonical_form(schema)
 
 
-def fingerprint(schema: Mapping[str, Any] | str) -> int:
+def fingerprint(schema: AvroSchema) -> int:
     """CRC-64-AVRO of the schema's Parsing Canonical Form."""
     return crc64_avro(canonical_form(schema).encode("utf-8"))
 
@@ -263,8 +273,8 @@ class SchemaVersion:
 
 
 @dataclass(frozen=True, slots=True)
-class _ReadPlan:
-    """How to read a body: cached per fingerprint or registry id, so resolved once."""
+class ReadPlan:
+    """How to read a body; made once per writer schema, so resolution is set up once."""
 
     label: str
     name: str
@@ -297,7 +307,7 @@ class SchemaCatalog:
             self._versions[sv.name][number] = sv
 
         # Keyed by the 8 fingerprint bytes as they appear in a message header.
-        self._known: dict[bytes, tuple[SchemaVersion, _ReadPlan]] = {}
+        self._known: dict[bytes, tuple[SchemaVersion, ReadPlan]] = {}
         for name, cur in list(self._current.items()):
             published = sorted(
                 (v for v in self._versions[name].values() if v.fingerprint == cur.fingerprint),
@@ -337,16 +347,16 @@ class SchemaCatalog:
         known = self._known.get(fp.to_bytes(8, "little"))
         return known[0] if known else None
 
-    def plan_for_header(self, fp: bytes) -> _ReadPlan | None:
+    def plan_for_header(self, fp: bytes) -> ReadPlan | None:
         """The read plan for the 8 little-endian fingerprint bytes of a message header."""
         known = self._known.get(fp)
         return known[1] if known else None
 
-    def read_plan(self, writer: SchemaVersion, label: str | None = None) -> _ReadPlan:
+    def read_plan(self, writer: SchemaVersion, label: str | None = None) -> ReadPlan:
         """How to read data written with ``writer`` into the current schema of its name."""
         current = self.current(writer.name)
         reader = None if writer.fingerprint == current.fingerprint else current.parsed
-        return _ReadPlan(
+        return ReadPlan(
             label or writer.label,
             writer.name,
             writer.parsed,
@@ -385,7 +395,7 @@ def _write(header: bytes, sv: SchemaVersion, record: Mapping[str, Any]) -> bytes
     return buf.getvalue()
 
 
-def _read(plan: _ReadPlan, data: bytes, offset: int) -> dict[str, Any]:
+def _read(plan: ReadPlan, data: bytes, offset: int) -> dict[str, Any]:
     fo = BytesIO(data)
     fo.seek(offset)
     try:
@@ -440,38 +450,38 @@ class Codec:
         raise NotImplementedError
 
     @overload
-    def decode(self, data: bytes) -> Event: ...
+    def decode(self, data: Buffer) -> Event: ...
 
     @overload
-    def decode(self, data: bytes, expected: type[E]) -> E: ...
+    def decode(self, data: Buffer, expected: type[E]) -> E: ...
 
-    def decode(self, data: bytes, expected: type[Event] | None = None) -> Event:
-        data = _check_bytes(data)
-        plan, offset = self._plan(data)
+    def decode(self, data: Buffer, expected: type[Event] | None = None) -> Event:
+        raw = _check_bytes(data)
+        plan, offset = self._plan(raw)
         cls = plan.event_type
         if cls is None:
             raise UndecodableEvent(f"{plan.label} is not a ragstream event")
         if expected is not None and not issubclass(cls, expected):
             raise UndecodableEvent(f"expected {expected.full_name()}, got {plan.label}")
-        record = _read(plan, data, offset)
+        record = _read(plan, raw, offset)
         try:
             return cls.from_record(record)
         except (TypeError, ValueError) as exc:
             raise UndecodableEvent(f"{plan.label}: {exc}") from exc
 
-    def decode_record(self, data: bytes) -> tuple[str, dict[str, Any]]:
+    def decode_record(self, data: Buffer) -> tuple[str, dict[str, Any]]:
         """The full schema name and the plain record, read with the current schema."""
-        data = _check_bytes(data)
-        plan, offset = self._plan(data)
-        return plan.name, _read(plan, data, offset)
+        raw = _check_bytes(data)
+        plan, offset = self._plan(raw)
+        return plan.name, _read(plan, raw, offset)
 
     def close(self) -> None:
         """Release connections; the codec is unusable afterwards."""
 
-    def _plan(self, data: bytes) -> tuple[_ReadPlan, int]:
+    def _plan(self, data: bytes) -> tuple[ReadPlan, int]:
         raise NotImplementedError
 
-    def _single_object_plan(self, data: bytes) -> tuple[_ReadPlan, int]:
+    def _single_object_plan(self, data: bytes) -> tuple[ReadPlan, int]:
         if len(data) < _SINGLE_OBJECT_HEADER:
             raise UndecodableEvent(
                 f"truncated single-object header: {len(data)} bytes ({_hex_prefix(data)})"
@@ -503,7 +513,7 @@ class SingleObjectCodec(Codec):
         sv = self.catalog.version(name, version)
         return _write(sv.single_object_header, sv, record)
 
-    def _plan(self, data: bytes) -> tuple[_ReadPlan, int]:
+    def _plan(self, data: bytes) -> tuple[ReadPlan, int]:
         if data[:2] == MARKER:
             return self._single_object_plan(data)
         if data[:1] == b"\x00" and len(data) >= _CONFLUENT_HEADER:
@@ -539,7 +549,7 @@ class RegistryCodec(Codec):
         self._client = client
         self._auto_register = auto_register
         self._headers: dict[tuple[str, int | None], bytes] = {}
-        self._plans: dict[int, _ReadPlan] = {}
+        self._plans: dict[int, ReadPlan] = {}
 
     def encode_record(
         self, name: str, record: Mapping[str, Any], *, version: int | None = None
@@ -555,6 +565,8 @@ class RegistryCodec(Codec):
         self._client.close()
 
     def _header_for(self, sv: SchemaVersion) -> bytes:
+        from confluent_kafka.schema_registry import Schema, SchemaRegistryError
+
         subject = _subject(sv.name)
         schema = Schema(json.dumps(sv.schema, separators=(",", ":")), "AVRO")
         schema_id: int | None
@@ -579,7 +591,7 @@ class RegistryCodec(Codec):
             raise DependencyUnavailable(f"Schema Registry returned no id for {sv.label}")
         return bytes([CONFLUENT_MAGIC]) + schema_id.to_bytes(4, "big")
 
-    def _plan(self, data: bytes) -> tuple[_ReadPlan, int]:
+    def _plan(self, data: bytes) -> tuple[ReadPlan, int]:
         if data[:1] == b"\x00":
             if len(data) < _CONFLUENT_HEADER:
                 raise UndecodableEvent(
@@ -595,7 +607,9 @@ class RegistryCodec(Codec):
             return self._single_object_plan(data)
         raise self._not_ours(data)
 
-    def _fetch(self, schema_id: int) -> _ReadPlan:
+    def _fetch(self, schema_id: int) -> ReadPlan:
+        from confluent_kafka.schema_registry import SchemaRegistryError
+
         try:
             registered = self._client.get_schema(schema_id)
         except SchemaRegistryError as exc:
@@ -624,6 +638,8 @@ class RegistryCodec(Codec):
 
 
 def registry_client(settings: Settings) -> SchemaRegistryClient:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
     if settings.schema_registry_url is None:
         raise ValueError("schema_registry_url is not set")
     return SchemaRegistryClient(
@@ -645,6 +661,8 @@ def register_schemas(settings: Settings, *, catalog: SchemaCatalog | None = None
     registry there is nothing to register (single-object encoding carries the
     fingerprint) and this returns an empty dict.
     """
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryError
+
     if settings.schema_registry_url is None:
         return {}
     catalog = catalog or default_catalog()
@@ -657,10 +675,9 @@ def register_schemas(settings: Settings, *, catalog: SchemaCatalog | None = None
             try:
                 schema_id = client.register_schema(subject, schema)
             except SchemaRegistryError as exc:
-                if exc.http_status_code == 409:
+                if exc.http_status_code in (409, 422):  # incompatible or invalid
                     raise PermanentError(
-                        f"Schema Registry rejects {sv.label} as incompatible with the versions "
-                        f"registered under {subject!r}: {exc}"
+                        f"Schema Registry rejects {sv.label} under {subject!r}: {exc}"
                     ) from exc
                 raise DependencyUnavailable(
                     f"Schema Registry failed to register {sv.label}: {exc}"

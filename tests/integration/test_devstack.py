@@ -1,4 +1,4 @@
-"""The native devstack: real Apache Kafka in KRaft mode and PostgreSQL, and data that survives restarts."""
+"""The native devstack: real Kafka (KRaft) and PostgreSQL, and data that survives restarts."""
 
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ def test_devstack_restart_keeps_topics_and_rows(tmp_path: Path) -> None:
     stack = Devstack(base)
     addresses = stack.up()
     settings = base.model_copy(
-        update={"kafka_bootstrap": addresses.kafka_bootstrap, "database_url": addresses.database_url}
+        update={
+            "kafka_bootstrap": addresses.kafka_bootstrap,
+            "database_url": addresses.database_url,
+        }
     )
     try:
         status = stack.status()

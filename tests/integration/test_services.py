@@ -72,7 +72,7 @@ def test_migration_up_down_up(settings: Settings) -> None:
     migrate.downgrade(settings.db_url, "base")
     with engine.connect() as conn:
         tables = conn.execute(
-            text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'documents'")
+            text("SELECT count(*) FROM pg_tables WHERE tablename = 'documents'")
         ).scalar_one()
     assert tables == 0
     with pytest.raises(Exception, match="ragstream migrate"):
@@ -93,7 +93,9 @@ def test_migration_up_down_up(settings: Settings) -> None:
 def test_postgres_has_pgvector(database_url: str) -> None:
     dsn = database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn) as conn:
-        version = conn.execute("SELECT extversion FROM pg_extension WHERE extname='vector'").fetchone()
+        version = conn.execute(
+            "SELECT extversion FROM pg_extension WHERE extname='vector'"
+        ).fetchone()
         distance = conn.execute("SELECT '[1,0]'::vector <=> '[0,1]'::vector").fetchone()
     assert version is not None
     assert distance is not None and distance[0] == pytest.approx(1.0)

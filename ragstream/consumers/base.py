@@ -1,0 +1,123 @@
+"""What a stage is: a function from a batch of input events to writes and output events.
+
+A stage never touches Kafka offsets, transactions or the DLQ; the runner does.
+Per-message permanent errors are caught here, in one place, and become
+failures that the runner sends to the DLQ.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sqlalchemy import Engine, Executable
+
+from ragstream.db.models import Base
+from ragstream.db.repository import Transition
+from ragstream.errors import PermanentError, RagstreamError
+from ragstream.schemas.codec import Codec
+from ragstream.schemas.events import Event
+from ragstream.settings import Settings
+from ragstream.state import DocumentStatus
+
+
+@dataclass
+class Incoming:
+    """One consumed record, decoded when it could be."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    event: Any = None  # the decoded Event; None when undecodable
+
+    @property
+    def document_id(self) -> uuid.UUID | None:
+        raw = getattr(self.event, "document_id", None)
+        return uuid.UUID(raw) if raw else None
+
+    @property
+    def job_id(self) -> uuid.UUID | None:
+        raw = getattr(self.event, "job_id", None)
+        return uuid.UUID(raw) if raw else None
+
+    def header(self, name: str) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    @property
+    def where(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An event to publish once the batch's writes have committed."""
+
+    topic: str
+    key: str
+    event: Event
+
+
+@dataclass(frozen=True)
+class Failure:
+    message: Incoming
+    error: RagstreamError
+
+
+@dataclass
+class StageOutput:
+    upserts: list[tuple[type[Base], dict[str, Any]]] = field(default_factory=list)
+    statements: list[Executable] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+    events: list[Outgoing] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    def extend(self, other: StageOutput) -> None:
+        self.upserts += other.upserts
+        self.statements += other.statements
+        self.transitions += other.transitions
+        self.events += other.events
+        self.failures += other.failures
+
+
+@dataclass
+class StageContext:
+    settings: Settings
+    engine: Engine
+    codec: Codec
+
+    def topic(self, name: str) -> str:
+        return self.settings.topic(name)
+
+
+class Stage(ABC):
+    """A stage's logic. Subclasses set the class attributes and implement one method."""
+
+    name: ClassVar[str]
+    consumes: ClassVar[type[Event]]
+    # The status a document enters when this stage picks it up (None: no such status).
+    started_status: ClassVar[DocumentStatus | None] = None
+
+    def setup(self, ctx: StageContext) -> None:  # noqa: B027 - optional hook
+        """Load what the stage needs once per process (models, tokenizers)."""
+
+    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+        """Default: one message at a time; a permanent error fails that message only."""
+        out = StageOutput()
+        for message in batch:
+            try:
+                out.extend(self.process_one(message, ctx))
+            except PermanentError as exc:
+                out.failures.append(Failure(message, exc))
+        return out
+
+    @abstractmethod
+    def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:
+        """The work for one input event."""

@@ -1,0 +1,102 @@
+"""chunk: documents.parsed -> documents.chunked. Text in, token-sized chunks out."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import delete
+
+from ragstream import ids, topology
+from ragstream.chunking import CHUNKER_VERSION, ChunkerConfig, chunk_document
+from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, StageOutput
+from ragstream.db import blobs
+from ragstream.db.models import ChunkBuffer
+from ragstream.db.repository import Transition
+from ragstream.documents import ParsedDocument
+from ragstream.embedding import token_budget
+from ragstream.schemas.events import ChunkCreated, DocumentParsed, utc_now
+from ragstream.state import DocumentStatus
+
+
+class ChunkStage(Stage):
+    name = "chunk"
+    consumes = DocumentParsed
+    started_status = DocumentStatus.CHUNKING
+
+    def setup(self, ctx: StageContext) -> None:
+        budget = token_budget(ctx.settings)
+        self.count_tokens = budget.count_tokens
+        self.config = ChunkerConfig(
+            target_tokens=ctx.settings.chunk_target_tokens,
+            overlap_tokens=ctx.settings.chunk_overlap_tokens,
+            max_tokens=budget.max_input_tokens,
+        )
+        self.config_hash = self.config.config_hash()
+
+    def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:
+        event: DocumentParsed = message.event
+        with ctx.engine.connect() as conn:
+            parsed = ParsedDocument.from_json(blobs.get(conn, event.text_blob_sha256))
+        chunks = chunk_document(parsed, self.config, self.count_tokens)
+        document_id = uuid.UUID(event.document_id)
+        job_id = uuid.UUID(event.job_id)
+        chunk_ids = [ids.chunk_id(document_id, CHUNKER_VERSION, c.index) for c in chunks]
+        out = StageOutput()
+        # A re-chunk with another chunker replaces the document's chunks, never adds to them.
+        out.statements.append(
+            delete(ChunkBuffer).where(
+                ChunkBuffer.document_id == document_id, ChunkBuffer.id.not_in(chunk_ids)
+            )
+        )
+        now = utc_now()
+        for chunk, chunk_id in zip(chunks, chunk_ids, strict=True):
+            out.upserts.append(
+                (
+                    ChunkBuffer,
+                    {
+                        "id": chunk_id,
+                        "document_id": document_id,
+                        "job_id": job_id,
+                        "chunk_index": chunk.index,
+                        "text": chunk.text,
+                        "token_count": chunk.token_count,
+                        "pages": list(chunk.pages),
+                        "heading_path": list(chunk.heading_path),
+                        "chunker_version": CHUNKER_VERSION,
+                        "chunker_config_hash": self.config_hash,
+                        "parser": event.parser,
+                        "parser_version": event.parser_version,
+                        "source_topic": message.topic,
+                        "source_partition": message.partition,
+                        "source_offset": message.offset,
+                    },
+                )
+            )
+            out.events.append(
+                Outgoing(
+                    ctx.topic(topology.CHUNKED),
+                    str(chunk_id),
+                    ChunkCreated(
+                        event_id=str(ids.event_id("ChunkCreated", chunk_id, job_id)),
+                        chunk_id=str(chunk_id),
+                        document_id=event.document_id,
+                        job_id=event.job_id,
+                        tenant=event.tenant,
+                        chunk_index=chunk.index,
+                        chunk_count=len(chunks),
+                        text=chunk.text,
+                        token_count=chunk.token_count,
+                        pages=tuple(chunk.pages),
+                        heading_path=tuple(chunk.heading_path),
+                        chunker_version=CHUNKER_VERSION,
+                        chunker_config_hash=self.config_hash,
+                        parser=event.parser,
+                        parser_version=event.parser_version,
+                        created_at=now,
+                    ),
+                )
+            )
+        out.transitions.append(
+            Transition(document_id, job_id, DocumentStatus.CHUNKED, {"chunk_count": len(chunks)})
+        )
+        return out

@@ -1,0 +1,54 @@
+"""finalize: documents.embedded -> complete, once every chunk has its vector."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+
+from ragstream.consumers.base import Incoming, Stage, StageContext, StageOutput
+from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
+from ragstream.db.repository import Transition
+from ragstream.schemas.events import ChunkEmbedded
+from ragstream.state import DocumentStatus
+
+
+class FinalizeStage(Stage):
+    name = "finalize"
+    consumes = ChunkEmbedded
+
+    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+        latest: dict[uuid.UUID, ChunkEmbedded] = {}
+        for message in batch:
+            latest[uuid.UUID(message.event.document_id)] = message.event
+        out = StageOutput()
+        with ctx.engine.connect() as conn:
+            expected = dict(
+                conn.execute(
+                    select(Document.id, Document.chunk_count).where(Document.id.in_(latest))
+                ).all()
+            )
+            for document_id, event in latest.items():
+                have = conn.execute(
+                    select(func.count())
+                    .select_from(VectorBuffer)
+                    .join(ChunkBuffer, ChunkBuffer.id == VectorBuffer.chunk_id)
+                    .where(
+                        VectorBuffer.document_id == document_id,
+                        VectorBuffer.model == event.model,
+                    )
+                ).scalar_one()
+                total = expected.get(document_id)
+                if total is not None and have >= total:
+                    out.transitions.append(
+                        Transition(
+                            document_id,
+                            uuid.UUID(event.job_id),
+                            DocumentStatus.COMPLETE,
+                            {"embedding_model": event.model},
+                        )
+                    )
+        return out
+
+    def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:
+        return self.process([message], ctx)

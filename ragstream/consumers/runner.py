@@ -1,0 +1,446 @@
+"""The one stage runner: Kafka loop, micro-batches, transactions, commits, retries, DLQ.
+
+For every batch, in this order and no other:
+
+1. decode (undecodable records become failures);
+2. mark the batch's documents as started (``parsing``, ...), so progress is visible;
+3. run the stage while the consumer keeps polling with its partitions paused
+   (a slow batch never exceeds ``max.poll.interval.ms``);
+4. one database transaction: upserts (de-duplicated by key), status changes,
+   and ``failed`` for every failure;
+5. produce the output events and the DLQ records, and wait for every ack;
+6. store the offsets (``enable.auto.offset.store=false``); auto-commit sends them.
+
+A retryable error anywhere (database, broker, embedder) stores nothing: the
+batch is retried after a bounded exponential backoff while the consumer stays
+in its group. A failed batch never moves the committed offset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from types import FrameType
+from typing import Any, TypeVar
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from ragstream import topology
+from ragstream.consumers import metrics
+from ragstream.consumers.base import Failure, Incoming, Stage, StageContext, StageOutput
+from ragstream.consumers.health import HealthServer
+from ragstream.db import repository
+from ragstream.db.repository import Transition
+from ragstream.errors import DependencyUnavailable, PermanentError, RagstreamError, UndecodableEvent
+from ragstream.kafka import consumer_config
+from ragstream.producers.producer import EventProducer
+from ragstream.settings import Settings
+from ragstream.state import DocumentStatus
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+ATTEMPT_HEADER = "ragstream-attempt"
+
+
+@dataclass
+class RunStats:
+    batches: int = 0
+    processed: int = 0
+    failed: int = 0
+    retries: int = 0
+
+
+class StageRunner:
+    """Runs one stage as one member of its consumer group."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        settings: Settings,
+        engine: Engine,
+        ctx: StageContext,
+        *,
+        health: bool = False,
+        group_id: str | None = None,
+    ) -> None:
+        self.stage = stage
+        self.settings = settings
+        self.engine = engine
+        self.ctx = ctx
+        self.spec = topology.STAGES[stage.name]
+        self.input_topic = settings.topic(self.spec.input_topic)
+        self.dlq_topic = settings.topic(topology.dlq(self.spec.input_topic))
+        self.group_id = group_id or settings.topic_prefix + self.spec.group_id
+        self.consumer = Consumer(
+            consumer_config(settings, self.group_id, **{"client.id": f"ragstream-{stage.name}"})
+        )
+        self.producer = EventProducer(settings)
+        self.stats = RunStats()
+        self._stopping = threading.Event()
+        self._carry: list[Message] = []
+        self._assigned: set[tuple[str, int]] = set()
+        self._revoked_during_batch: set[tuple[str, int]] = set()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"stage-{stage.name}")
+        self.heartbeat = time.monotonic()
+        self.health = HealthServer(self, settings.health_port) if health else None
+
+    # --- lifecycle -------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit and close."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("stopping", stage=self.stage.name, signal=signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._assigned)
+
+    def run(
+        self, *, max_messages: int | None = None, idle_timeout_s: float | None = None
+    ) -> RunStats:
+        """Consume until stopped, ``max_messages`` handled, or idle for ``idle_timeout_s``."""
+        self.stage.setup(self.ctx)
+        if self.health is not None:
+            self.health.start()
+        self.consumer.subscribe(
+            [self.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        last_work = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                self.heartbeat = time.monotonic()
+                if (
+                    max_messages is not None
+                    and self.stats.processed + self.stats.failed >= max_messages
+                ):
+                    break
+                batch = self._next_batch()
+                if not batch:
+                    if idle_timeout_s is not None and time.monotonic() - last_work > idle_timeout_s:
+                        break
+                    continue
+                self._handle(batch)
+                last_work = time.monotonic()
+        finally:
+            self._close()
+        return self.stats
+
+    def _close(self) -> None:
+        try:
+            self.producer.close()
+            self.consumer.close()  # commits the stored offsets and leaves the group
+        finally:
+            self._executor.shutdown(wait=False)
+            if self.health is not None:
+                self.health.stop()
+            log.info("stopped", stage=self.stage.name, **self.stats.__dict__)
+
+    # --- rebalance -------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        log.info("assigned", stage=self.stage.name, partitions=[p.partition for p in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {(p.topic, p.partition) for p in partitions}
+        self._assigned -= gone
+        self._revoked_during_batch |= gone
+        self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in gone]
+        try:  # commit the finished work of the partitions we hand over
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit_on_revoke_failed", error=str(exc))
+        log.info("revoked", stage=self.stage.name, partitions=[p.partition for p in partitions])
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {(p.topic, p.partition) for p in partitions}
+        self._assigned -= gone
+        self._revoked_during_batch |= gone
+        self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in gone]
+        log.warning(
+            "partitions_lost", stage=self.stage.name, partitions=[p.partition for p in partitions]
+        )
+
+    # --- polling ---------------------------------------------------------
+    def _next_batch(self) -> list[Message]:
+        batch, self._carry = (
+            self._carry[: self.settings.max_batch_size],
+            self._carry[self.settings.max_batch_size :],
+        )
+        deadline = time.monotonic() + self.settings.max_batch_wait_s
+        while len(batch) < self.settings.max_batch_size:
+            timeout = deadline - time.monotonic() if batch else self.settings.poll_timeout_s
+            if timeout <= 0:
+                break
+            messages = self.consumer.consume(self.settings.max_batch_size - len(batch), timeout)
+            for msg in messages:
+                error = msg.error()
+                if error is not None:
+                    self._on_consumer_error(error)
+                    continue
+                batch.append(msg)
+            if not batch:
+                break
+        return batch
+
+    def _on_consumer_error(self, error: KafkaError) -> None:
+        if error.fatal():
+            raise KafkaException(error)
+        log.warning("consumer_error", stage=self.stage.name, error=error.str())
+
+    def _while_polling(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` in a worker thread while this thread keeps the consumer alive.
+
+        Partitions are paused so polling fetches nothing new; anything that still
+        arrives is carried over to the next batch, never dropped.
+        """
+        assignment = self.consumer.assignment()
+        self.consumer.pause(assignment)
+        future: Future[T] = self._executor.submit(fn)
+        try:
+            while not future.done():
+                msg = self.consumer.poll(0.05)
+                self.heartbeat = time.monotonic()
+                if msg is not None and msg.error() is None:
+                    self._carry.append(msg)
+            return future.result()
+        finally:
+            self.consumer.resume([p for p in self.consumer.assignment()])
+
+    # --- one batch -------------------------------------------------------
+    def _handle(self, raw: list[Message]) -> None:
+        started = time.monotonic()
+        self._revoked_during_batch = set()
+        batch = [self._decode(m) for m in raw]
+        backoff = self.settings.retry_backoff_initial_s
+        attempt = 0
+        while True:
+            attempt += 1
+            batch = [m for m in batch if (m.topic, m.partition) not in self._revoked_during_batch]
+            if not batch:
+                return
+            try:
+                self._while_polling(partial(self._process_and_commit, batch))
+                break
+            except Exception as exc:
+                if not _is_retryable(exc):
+                    raise
+                self.stats.retries += 1
+                metrics.RETRIES.labels(self.stage.name).inc()
+                log.warning(
+                    "batch_retry",
+                    stage=self.stage.name,
+                    attempt=attempt,
+                    backoff_s=round(backoff, 2),
+                    error_class=type(exc).__name__,
+                    error=str(exc)[:500],
+                )
+                if self._sleep_polling(backoff):
+                    return  # stopping: nothing stored, the batch will be redelivered
+                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
+        self._store_offsets(batch)
+        elapsed = time.monotonic() - started
+        metrics.BATCH_SECONDS.labels(self.stage.name).observe(elapsed)
+        self.stats.batches += 1
+
+    def _decode(self, msg: Message) -> Incoming:
+        key, value = msg.key(), msg.value()
+        incoming = Incoming(
+            topic=msg.topic() or "",
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            key=key.encode() if isinstance(key, str) else key,
+            value=value.encode() if isinstance(value, str) else value,
+            headers=_headers(msg),
+        )
+        with contextlib.suppress(UndecodableEvent):  # a failure of this message, handled later
+            incoming.event = self.ctx.codec.decode(incoming.value, self.stage.consumes)  # type: ignore[arg-type]
+        return incoming
+
+    def _process_and_commit(self, batch: list[Incoming]) -> None:
+        good = [m for m in batch if m.event is not None]
+        failures = [Failure(m, self._undecodable(m)) for m in batch if m.event is None]
+        self._mark_started(good)
+        out = self._run_stage(good)
+        out.failures = failures + out.failures
+        self._commit(out)
+        self._publish(out)
+        self.stats.processed += len(batch) - len(out.failures)
+        self.stats.failed += len(out.failures)
+        metrics.MESSAGES.labels(self.stage.name, "processed").inc(len(batch) - len(out.failures))
+        metrics.MESSAGES.labels(self.stage.name, "dlq").inc(len(out.failures))
+
+    def _undecodable(self, message: Incoming) -> RagstreamError:
+        try:
+            self.ctx.codec.decode(message.value, self.stage.consumes)  # type: ignore[arg-type]
+        except RagstreamError as exc:
+            return exc
+        return UndecodableEvent("message could not be decoded")
+
+    def _mark_started(self, batch: list[Incoming]) -> None:
+        status = self.stage.started_status
+        if status is None or not batch:
+            return
+        seen: set[Any] = set()
+        with self.engine.begin() as conn:
+            for m in batch:
+                key = (m.document_id, m.job_id)
+                if m.document_id is None or key in seen:
+                    continue
+                seen.add(key)
+                repository.apply_transition(conn, Transition(m.document_id, m.job_id, status))
+
+    def _run_stage(self, batch: list[Incoming]) -> StageOutput:
+        """The stage on the whole batch; on a permanent error, each message alone."""
+        if not batch:
+            return StageOutput()
+        try:
+            return self.stage.process(batch, self.ctx)
+        except PermanentError as exc:
+            if len(batch) == 1:
+                return StageOutput(failures=[Failure(batch[0], exc)])
+        out = StageOutput()
+        for message in batch:
+            out.extend(self._run_stage([message]))
+        return out
+
+    def _commit(self, out: StageOutput) -> None:
+        failed_docs = {f.message.document_id for f in out.failures}
+        by_model: dict[type[Any], list[dict[str, Any]]] = {}
+        for model, row in out.upserts:
+            by_model.setdefault(model, []).append(row)
+        with self.engine.begin() as conn:
+            for statement in out.statements:
+                conn.execute(statement)
+            for model, rows in by_model.items():
+                repository.upsert(conn, model, rows)
+            for t in out.transitions:
+                if t.document_id not in failed_docs:
+                    repository.apply_transition(conn, t)
+            for failure in out.failures:
+                doc = failure.message.document_id
+                if doc is None:
+                    continue
+                repository.apply_transition(
+                    conn,
+                    Transition(
+                        doc,
+                        failure.message.job_id,
+                        DocumentStatus.FAILED,
+                        {
+                            "failed_stage": self.stage.name,
+                            "error_class": failure.error.error_class,
+                            "error_message": f"{self.stage.name}: {failure.error.message}"[:2000],
+                        },
+                    ),
+                )
+
+    def _publish(self, out: StageOutput) -> None:
+        failed_docs = {f.message.document_id for f in out.failures}
+        for event in out.events:
+            doc = getattr(event.event, "document_id", None)
+            if doc is not None and doc in {str(d) for d in failed_docs if d}:
+                continue
+            self.producer.send(event.topic, key=event.key, value=self.ctx.codec.encode(event.event))
+        for failure in out.failures:
+            self.producer.send(
+                self.dlq_topic,
+                key=failure.message.key,
+                value=failure.message.value,
+                headers=self._dlq_headers(failure),
+            )
+            log.warning(
+                "dead_lettered",
+                stage=self.stage.name,
+                where=failure.message.where,
+                document_id=str(failure.message.document_id),
+                error_class=failure.error.error_class,
+                error=failure.error.message[:300],
+            )
+        self.producer.wait()
+
+    def _dlq_headers(self, failure: Failure) -> list[tuple[str, str | bytes | None]]:
+        m = failure.message
+        attempt = int(m.header(ATTEMPT_HEADER) or b"1")
+        kept: list[tuple[str, str | bytes | None]] = [
+            (k, v)
+            for k, v in m.headers
+            if not k.startswith("ragstream-dlq-") and k != ATTEMPT_HEADER
+        ]
+        return [
+            *kept,
+            ("ragstream-dlq-origin-topic", m.topic.encode()),
+            ("ragstream-dlq-origin-partition", str(m.partition).encode()),
+            ("ragstream-dlq-origin-offset", str(m.offset).encode()),
+            ("ragstream-dlq-stage", self.stage.name.encode()),
+            ("ragstream-dlq-error-class", failure.error.error_class.encode()),
+            ("ragstream-dlq-error-message", failure.error.message[:4000].encode()),
+            ("ragstream-dlq-document-id", str(m.document_id or "").encode()),
+            (ATTEMPT_HEADER, str(attempt).encode()),
+        ]
+
+    def _store_offsets(self, batch: list[Incoming]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for m in batch:
+            key = (m.topic, m.partition)
+            last[key] = max(last.get(key, -1), m.offset)
+        offsets = [
+            TopicPartition(topic, partition, offset + 1)
+            for (topic, partition), offset in last.items()
+            if (topic, partition) in self._assigned
+            and (topic, partition) not in self._revoked_during_batch
+        ]
+        if offsets:
+            self.consumer.store_offsets(offsets=offsets)
+
+    def _sleep_polling(self, seconds: float) -> bool:
+        """Back off while staying in the group; True if asked to stop meanwhile."""
+        deadline = time.monotonic() + seconds
+        assignment = self.consumer.assignment()
+        self.consumer.pause(assignment)
+        try:
+            while time.monotonic() < deadline:
+                if self._stopping.is_set():
+                    return True
+                msg = self.consumer.poll(0.1)
+                self.heartbeat = time.monotonic()
+                if msg is not None and msg.error() is None:
+                    self._carry.append(msg)
+        finally:
+            self.consumer.resume(self.consumer.assignment())
+        return False
+
+
+def _headers(msg: Message) -> list[tuple[str, bytes]]:
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v.encode() if isinstance(v, str) else v or b"") for k, v in pairs]
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, RagstreamError):
+        return exc.retryable
+    if isinstance(exc, OperationalError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    return isinstance(exc, KafkaException | DependencyUnavailable | ConnectionError | TimeoutError)

@@ -1,0 +1,80 @@
+"""The idempotent writes every stage uses, and the one place document status changes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from ragstream import state
+from ragstream.db.models import Base, Document, Job
+from ragstream.state import DocumentStatus
+
+
+def upsert(conn: Connection, model: type[Base], rows: Iterable[Mapping[str, Any]]) -> int:
+    """``INSERT ... ON CONFLICT (pk) DO UPDATE``; of rows sharing a key, the last one wins."""
+    table = model.__table__
+    (key,) = [c.name for c in table.primary_key]
+    unique = {row[key]: dict(row) for row in rows}
+    if not unique:
+        return 0
+    stmt = insert(model).values(list(unique.values()))
+    columns = {c.name for c in table.columns}
+    changed: dict[str, Any] = {
+        name: stmt.excluded[name] for name in next(iter(unique.values())) if name != key
+    }
+    if "updated_at" in columns:
+        changed["updated_at"] = func.statement_timestamp()
+    conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed))
+    return len(unique)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Move a document (of a given job) to ``status``; ``fields`` are set along with it."""
+
+    document_id: uuid.UUID
+    job_id: uuid.UUID | None
+    status: DocumentStatus
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+def apply_transition(conn: Connection, t: Transition) -> bool:
+    """Apply one status change under a row lock; False when it changes nothing.
+
+    Nothing changes for an event of an older job (the document was reprocessed
+    since), for a status the document already has or has passed (redelivery,
+    replay), or for a document that already ended. Any other change must be a
+    legal path in the state machine, or :class:`IllegalTransition` is raised.
+    Every status on the path gets its timestamp from the database clock.
+    """
+    row = conn.execute(
+        select(Document.status, Document.current_job_id)
+        .where(Document.id == t.document_id)
+        .with_for_update()
+    ).one_or_none()
+    if row is None:
+        return False
+    current = DocumentStatus(row.status)
+    if t.job_id is not None and row.current_job_id is not None and row.current_job_id != t.job_id:
+        return False
+    if current == t.status or state.is_stale(current, t.status) or state.is_terminal(current):
+        return False
+    path = state.path_to(current, t.status)
+    now = func.statement_timestamp()
+    values: dict[str, Any] = {"status": t.status.value, "updated_at": now, **t.fields}
+    for step in path:
+        state.transition(current, step)
+        column = state.STATUS_TIMESTAMP_FIELD[step]
+        values[column] = func.coalesce(getattr(Document, column), now)
+        current = step
+    conn.execute(update(Document).where(Document.id == t.document_id).values(**values))
+    job_values: dict[str, Any] = {"status": t.status.value, "updated_at": now}
+    if state.is_terminal(t.status):
+        job_values["finished_at"] = now
+    conn.execute(update(Job).where(Job.id == (t.job_id or row.current_job_id)).values(**job_values))
+    return True

@@ -1,0 +1,53 @@
+"""In-process parsing: sniff the type, then run the one parser that fits.
+
+Parser modules are imported only when their type shows up, so the sandbox
+child pays for loading PDFium, lxml or python-docx only when it needs them.
+Hostile input should go through :func:`ragstream.parsing.parse_document`,
+which runs this in a limited subprocess.
+"""
+
+from __future__ import annotations
+
+from ragstream.documents import ParsedDocument
+from ragstream.errors import CorruptDocument
+from ragstream.parsing.sniff import DOCX, HTML, MARKDOWN, PDF, TEXT, Sniffed, sniff
+
+NO_TEXT = "no extractable text"
+TOO_DEEP = "document is nested too deeply to parse"
+
+
+def parse_bytes(data: bytes, filename: str | None = None) -> ParsedDocument:
+    """Parse ``data`` in this process; ``filename`` only breaks Markdown/text ties."""
+    sniffed = sniff(data, filename)
+    try:
+        document = _dispatch(sniffed, data)
+    except RecursionError:
+        raise CorruptDocument(TOO_DEEP) from None
+    if not document.blocks:
+        raise CorruptDocument(NO_TEXT)
+    return document
+
+
+def _dispatch(sniffed: Sniffed, data: bytes) -> ParsedDocument:
+    content_type = sniffed.content_type
+    if content_type == PDF:
+        from ragstream.parsing.pdf import parse_pdf
+
+        return parse_pdf(data)
+    if content_type == DOCX:
+        from ragstream.parsing.docx import parse_docx
+
+        return parse_docx(data)
+    if content_type == HTML:
+        from ragstream.parsing.html import parse_html
+
+        return parse_html(data)
+    if content_type == MARKDOWN:
+        from ragstream.parsing.markdown import parse_markdown
+
+        return parse_markdown(sniffed.text or "", encoding=sniffed.encoding)
+    if content_type == TEXT:
+        from ragstream.parsing.text import parse_text
+
+        return parse_text(sniffed.text or "", encoding=sniffed.encoding)
+    raise AssertionError(f"no parser for {content_type}")

@@ -1,0 +1,200 @@
+"""DOCX to blocks with python-docx.
+
+A DOCX is a ZIP archive, and a ZIP can declare gigabytes of content in a few
+kilobytes. The archive directory is checked before python-docx inflates
+anything; the declared sizes can be trusted because :mod:`zipfile` never
+returns more bytes than a member declares.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Iterable, Iterator
+from functools import cache
+from importlib.metadata import version
+
+import docx
+from docx.document import Document
+from docx.opc.exceptions import PackageNotFoundError
+from docx.styles.style import CharacterStyle
+from docx.table import Table, _Cell
+from docx.text.paragraph import Paragraph
+from lxml.etree import LxmlError
+
+from ragstream.documents import ParsedDocument
+from ragstream.errors import CorruptDocument
+from ragstream.parsing.blocks import MAX_HEADING_LEVEL, BlockBuilder
+from ragstream.parsing.sniff import DOCX
+
+PARSER = "docx"
+
+MiB = 1024 * 1024
+MAX_TOTAL_UNCOMPRESSED = 512 * MiB
+MAX_COMPRESSION_RATIO = 100
+# Small members may be very repetitive without being dangerous.
+RATIO_CHECK_MIN_SIZE = 1 * MiB
+MAX_MEMBERS = 10_000
+
+_TITLE = -1  # the "Title" style: above every heading level
+_HEADING_STYLE = re.compile(r"heading\s*([1-9])", re.IGNORECASE)
+_BODY_OUTLINE_LEVEL = 9
+_STYLE_CHAIN_LIMIT = 10
+
+
+@cache
+def parser_version() -> str:
+    return f"python-docx/{version('python-docx')}"
+
+
+def check_zip(
+    data: bytes,
+    *,
+    max_total: int = MAX_TOTAL_UNCOMPRESSED,
+    max_ratio: float = MAX_COMPRESSION_RATIO,
+    ratio_min_size: int = RATIO_CHECK_MIN_SIZE,
+) -> None:
+    """Refuse archives that would inflate far beyond what a document needs."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise CorruptDocument("DOCX is corrupt or truncated: not a readable ZIP archive") from None
+    if len(members) > MAX_MEMBERS:
+        raise CorruptDocument(f"DOCX is a zip bomb: {len(members)} archive members")
+    total = sum(member.file_size for member in members)
+    if total > max_total:
+        raise CorruptDocument(
+            f"DOCX is a zip bomb: {total / MiB:.0f} MiB uncompressed "
+            f"(limit {max_total / MiB:.0f} MiB)"
+        )
+    for member in members:
+        if member.file_size < ratio_min_size:
+            continue
+        ratio = member.file_size / max(member.compress_size, 1)
+        if ratio > max_ratio:
+            raise CorruptDocument(
+                f"DOCX is a zip bomb: {member.filename} expands {ratio:.0f}x "
+                f"(limit {max_ratio:.0f}x)"
+            )
+
+
+def parse_docx(data: bytes) -> ParsedDocument:
+    check_zip(data)
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except MemoryError:
+        raise
+    except (
+        PackageNotFoundError,
+        zipfile.BadZipFile,
+        KeyError,
+        ValueError,
+        LxmlError,
+        OSError,
+    ) as exc:
+        raise CorruptDocument(f"DOCX is corrupt or truncated: {exc}") from None
+
+    levels = _StyleLevels(uses_title=_uses_title(document))
+    builder = BlockBuilder()
+    for paragraph in _paragraphs(document):
+        text = paragraph.text
+        if not text.strip():
+            continue
+        level = levels.of(paragraph)
+        if level:
+            builder.heading(" ".join(text.split()), level)
+        else:
+            builder.paragraph(text)
+
+    title = (document.core_properties.title or "").strip()
+    return ParsedDocument(
+        blocks=builder.blocks,
+        content_type=DOCX,
+        parser=PARSER,
+        parser_version=parser_version(),
+        metadata={"title": title} if title else {},
+    )
+
+
+def _paragraphs(document: Document) -> Iterator[Paragraph]:
+    """Body paragraphs in reading order, descending into (nested) table cells."""
+    stack: list[Paragraph | Table] = list(reversed(list(document.iter_inner_content())))
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Paragraph):
+            yield item
+            continue
+        stack.extend(reversed(list(_table_content(item))))
+
+
+def _table_content(table: Table) -> Iterable[Paragraph | Table]:
+    for row in table.rows:
+        # The row's own cell elements: merged cells appear once, not once per grid column.
+        for tc in row._tr.tc_lst:
+            yield from _Cell(tc, table).iter_inner_content()
+
+
+def _uses_title(document: Document) -> bool:
+    for paragraph in document.paragraphs:
+        style = paragraph.style
+        if style is not None and style.name == "Title":
+            return True
+    return False
+
+
+class _StyleLevels:
+    """Heading level per paragraph, resolved once per style."""
+
+    def __init__(self, *, uses_title: bool) -> None:
+        # With a Title in the document, Heading 1 sits one level below it.
+        self._shift = 1 if uses_title else 0
+        self._by_style: dict[str | None, int] = {}
+
+    def of(self, paragraph: Paragraph) -> int:
+        direct = _outline_level(paragraph._p.xpath("./w:pPr/w:outlineLvl/@w:val"))
+        if direct is not None:
+            return self._level(direct)
+        style_id = paragraph._p.style
+        if style_id not in self._by_style:
+            self._by_style[style_id] = self._level(_style_level(paragraph.style))
+        return self._by_style[style_id]
+
+    def _level(self, raw: int | None) -> int:
+        if not raw:
+            return 0
+        if raw == _TITLE:
+            return 1
+        return min(raw + self._shift, MAX_HEADING_LEVEL)
+
+
+def _style_level(style: CharacterStyle | None) -> int | None:
+    """``Heading N`` and ``Title`` by name, else an outline level along the style chain."""
+    if style is None:
+        return None
+    if style.name == "Title":
+        return _TITLE
+    match = _HEADING_STYLE.fullmatch(style.name or "")
+    if match:
+        return int(match.group(1))
+    current: CharacterStyle | None = style
+    for _ in range(_STYLE_CHAIN_LIMIT):
+        if current is None:
+            break
+        level = _outline_level(current.element.xpath("./w:pPr/w:outlineLvl/@w:val"))
+        if level is not None:
+            return level or None
+        current = current.base_style
+    return None
+
+
+def _outline_level(values: list[str]) -> int | None:
+    """1-based level from a ``w:outlineLvl`` value; 0 for body text; None when absent."""
+    if not values:
+        return None
+    try:
+        raw = int(values[0])
+    except ValueError:
+        return None
+    return 0 if raw >= _BODY_OUTLINE_LEVEL or raw < 0 else raw + 1

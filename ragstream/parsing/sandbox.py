@@ -1,0 +1,286 @@
+"""Parsing untrusted documents in a throwaway, limited process.
+
+Parser libraries are large C code bases fed with hostile input; a document
+can make them loop, allocate without bound or crash. Each document therefore
+gets its own process with an address-space limit, killed when the wall-clock
+limit expires. Those processes are forked from a fork server
+(:mod:`ragstream.parsing.zygote`) that has the parser libraries loaded
+already, which makes a sandboxed parse cost milliseconds more than an
+in-process one instead of a fresh interpreter's few hundred.
+
+The fork server is a fresh interpreter, started on first use: unlike a
+multiprocessing child it never imports the caller's ``__main__`` nor inherits
+its threads, locks or connections. It exits when this process closes its end
+of the control socket, which the kernel does even on a crash.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from ragstream.documents import ParsedDocument
+from ragstream.errors import (
+    CorruptDocument,
+    ParserLimitExceeded,
+    PermanentError,
+    RetryableError,
+    UnsupportedDocument,
+)
+from ragstream.parsing.child import memory_message
+
+log = logging.getLogger(__name__)
+
+_ERRORS: dict[str, type[PermanentError]] = {
+    cls.__name__: cls for cls in (UnsupportedDocument, CorruptDocument, ParserLimitExceeded)
+}
+_START_TIMEOUT_S = 60.0
+# The fork server reports a timeout itself; this only covers a fork server gone silent.
+_REPLY_GRACE_S = 5.0
+_RECV_CHUNK = 1024 * 1024
+
+
+def parse_document(
+    data: bytes, *, filename: str | None, timeout_s: float, memory_mb: int
+) -> ParsedDocument:
+    """Parse ``data`` in a sandbox limited to ``timeout_s`` seconds and ``memory_mb`` MiB.
+
+    Permanent errors from the parser come back with their class and message;
+    running out of time or memory raises :class:`ParserLimitExceeded`.
+    """
+    return _run_child(data, filename=filename, timeout_s=timeout_s, memory_mb=memory_mb)
+
+
+def _run_child(
+    data: bytes,
+    *,
+    filename: str | None,
+    timeout_s: float,
+    memory_mb: int,
+    debug: str | None = None,
+) -> ParsedDocument:
+    """The sandbox proper; ``debug`` lets tests make the child misbehave (see ``child``)."""
+    header = {"filename": filename, "memory_mb": memory_mb, "size": len(data)}
+    if debug is not None:
+        header["debug"] = debug
+    ours, theirs = socket.socketpair()
+    with ours:
+        try:
+            _ForkServer.get().submit(theirs, timeout_s)
+        finally:
+            theirs.close()
+        started = time.monotonic()
+        deadline = started + timeout_s + _REPLY_GRACE_S
+        _send(ours, json.dumps(header).encode("utf-8") + b"\n", data, deadline)
+        received = _receive(ours, deadline, timeout_s)
+    return _decode(received, timeout_s, memory_mb, time.monotonic() - started)
+
+
+def _send(conn: socket.socket, header: bytes, data: bytes, deadline: float) -> None:
+    try:
+        conn.settimeout(max(0.001, deadline - time.monotonic()))
+        conn.sendall(header)
+        conn.sendall(data)
+        conn.shutdown(socket.SHUT_WR)
+    except TimeoutError:
+        pass  # the reply, or the fork server's verdict, says what happened
+    except OSError:
+        pass  # the child died before reading everything: likewise
+
+
+def _receive(conn: socket.socket, deadline: float, timeout_s: float) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ParserLimitExceeded(_timeout_message(timeout_s))
+        conn.settimeout(remaining)
+        try:
+            chunk = conn.recv(_RECV_CHUNK)
+        except TimeoutError:
+            raise ParserLimitExceeded(_timeout_message(timeout_s)) from None
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(received: bytes, timeout_s: float, memory_mb: int, elapsed: float) -> ParsedDocument:
+    status, body, verdict = _split(received)
+    if status == b"OK":
+        return ParsedDocument.from_json(body)
+    if status == b"ERR":
+        payload = json.loads(body)
+        raise _ERRORS.get(payload["error_class"], CorruptDocument)(payload["message"])
+    how, _, value = verdict.partition(b" ")
+    if how == b"timeout" or (how == b"signal" and value == b"%d" % signal.SIGALRM):
+        raise ParserLimitExceeded(_timeout_message(timeout_s))
+    if how == b"signal":
+        # Killed: SIGKILL from the OOM killer, or an abort or a crash in C code
+        # that could not get memory under the address-space limit.
+        name = _signal_name(int(value))
+        log.warning("parser process died: %s", name)
+        raise ParserLimitExceeded(f"{memory_message(memory_mb)} (parser process died: {name})")
+    if how == b"code" and value != b"0":
+        # An error escaped even the child's error handling: in practice a
+        # MemoryError while reporting another one.
+        log.warning("parser process exited with code %s without replying", value.decode())
+        raise ParserLimitExceeded(
+            f"{memory_message(memory_mb)} (parser process exited with code {value.decode()})"
+        )
+    if not verdict and elapsed >= timeout_s:
+        raise ParserLimitExceeded(_timeout_message(timeout_s))  # verdict lost with the child
+    _ForkServer.check()
+    raise RetryableError(f"parse: the parser sandbox failed ({verdict.decode() or 'no reply'})")
+
+
+def _split(received: bytes) -> tuple[bytes, bytes, bytes]:
+    """``(status, body, verdict)``: the child's reply, if complete, and the fork server's."""
+    status, body, rest = b"", b"", received
+    head, newline, after = received.partition(b"\n")
+    parts = head.split(b" ")
+    if newline and len(parts) == 2 and parts[0] in (b"OK", b"ERR") and parts[1].isdigit():
+        size = int(parts[1])
+        if len(after) >= size:
+            status, body, rest = parts[0], after[:size], after[size:]
+    verdict = b""
+    if rest.startswith(b"EXIT "):
+        verdict = rest[5:].split(b"\n", 1)[0]
+    return status, body, verdict
+
+
+def _timeout_message(timeout_s: float) -> str:
+    return f"parse: parser timed out after {timeout_s:g} s"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+class _ForkServer:
+    """The running fork server of this process, started on first use."""
+
+    _lock = threading.Lock()
+    _current: _ForkServer | None = None
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._owner = os.getpid()
+        self._control = ours
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "ragstream.parsing.zygote", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                env=_child_env(),
+                start_new_session=True,  # a terminal's Ctrl-C is ours to handle
+            )
+        except OSError as exc:
+            ours.close()
+            raise RetryableError(f"parse: cannot start the parser sandbox: {exc}") from exc
+        finally:
+            theirs.close()
+        ours.settimeout(_START_TIMEOUT_S)
+        try:
+            ready = ours.recv(16)
+        except OSError:
+            ready = b""
+        if ready != b"READY":
+            self.close()
+            raise RetryableError("parse: the parser sandbox failed to start (see its log)")
+        ours.settimeout(None)
+
+    @classmethod
+    def get(cls) -> _ForkServer:
+        with cls._lock:
+            server = cls._current
+            if server is None or not server._usable():
+                if server is not None:
+                    server.close()
+                server = cls._current = cls()
+            return server
+
+    @classmethod
+    def check(cls) -> None:
+        """Forget a fork server that has died, so that the next parse starts a new one."""
+        with cls._lock:
+            if cls._current is not None and not cls._current._usable():
+                cls._current.close()
+                cls._current = None
+
+    @classmethod
+    def discard(cls) -> None:
+        with cls._lock:
+            if cls._current is not None:
+                cls._current.close()
+                cls._current = None
+
+    def submit(self, conn: socket.socket, timeout_s: float) -> None:
+        """Hand one end of a request socket to the fork server."""
+        message = json.dumps({"timeout_s": timeout_s}).encode("utf-8")
+        try:
+            with self._lock:
+                socket.send_fds(self._control, [message], [conn.fileno()])
+        except OSError as exc:
+            self.discard()
+            raise RetryableError(f"parse: the parser sandbox is gone: {exc}") from exc
+
+    def _usable(self) -> bool:
+        # After a fork the control socket is shared with the parent; start our own.
+        return self._owner == os.getpid() and self._process.poll() is None
+
+    def close(self) -> None:
+        self._control.close()  # the fork server exits on end-of-file
+        if self._owner != os.getpid():
+            return
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+@atexit.register
+def _stop_fork_server() -> None:
+    with contextlib.suppress(Exception):
+        _ForkServer.discard()
+
+
+def _forget_fork_server() -> None:
+    """In a forked copy of this process: start afresh, leave the parent's server alone."""
+    _ForkServer._lock = threading.Lock()  # another thread may have held it at fork time
+    server, _ForkServer._current = _ForkServer._current, None
+    if server is not None:
+        server._control.close()  # our copy only; the parent's stays open
+
+
+os.register_at_fork(after_in_child=_forget_fork_server)
+
+
+def _package_root() -> str:
+    import ragstream
+
+    return os.path.dirname(os.path.dirname(os.path.realpath(ragstream.__file__)))
+
+
+def _child_env() -> dict[str, str]:
+    """The caller's environment, with our package importable however it was installed."""
+    env = dict(os.environ)
+    existing = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = _package_root() + (os.pathsep + existing if existing else "")
+    return env

@@ -1,0 +1,165 @@
+"""The stage runner on real topics: commit order, DLQ, state changes, each stage on its own."""
+
+from __future__ import annotations
+
+import uuid
+from typing import ClassVar
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from sqlalchemy import func, select
+
+from ragstream import topology
+from ragstream.consumers.base import Incoming, StageContext, StageOutput
+from ragstream.consumers.parse import ParseStage
+from ragstream.consumers.runner import StageRunner
+from ragstream.consumers.worker import build_runner
+from ragstream.db.engine import make_engine
+from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
+from ragstream.kafka import consumer_config
+from ragstream.producers.producer import EventProducer
+from ragstream.schemas.codec import make_codec
+from ragstream.settings import Settings
+from tests import corpus
+from tests.pipeline import prepare
+
+pytestmark = pytest.mark.integration
+
+
+def _read_all(settings: Settings, topic: str, expect: int, timeout_s: float = 20) -> list[object]:
+    consumer = Consumer(consumer_config(settings, f"reader-{uuid.uuid4().hex[:6]}"))
+    consumer.subscribe([settings.topic(topic)])
+    found = []
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while len(found) < expect and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            found.append(msg)
+    consumer.close()
+    return found
+
+
+def _committed(settings: Settings, stage: str) -> int:
+    spec = topology.STAGES[stage]
+    topic = settings.topic(spec.input_topic)
+    consumer = Consumer(consumer_config(settings, settings.topic_prefix + spec.group_id))
+    parts = [TopicPartition(topic, p) for p in range(settings.partitions)]
+    committed = consumer.committed(parts, timeout=10)
+    consumer.close()
+    return sum(tp.offset for tp in committed if tp.offset >= 0)
+
+
+def test_each_stage_moves_documents_and_states(settings: Settings) -> None:
+    submitter = prepare(settings)
+    files = corpus.mixed(5, seed=7)
+    ids = [submitter.submit(data, filename=name).document_id for name, data in files]
+    engine = make_engine(settings)
+
+    def statuses() -> set[str]:
+        with engine.connect() as conn:
+            return set(conn.execute(select(Document.status)).scalars())
+
+    assert statuses() == {"uploaded"}
+    assert build_runner(settings, "parse").run(max_messages=5, idle_timeout_s=10).processed == 5
+    assert statuses() == {"parsed"}
+    assert build_runner(settings, "chunk").run(max_messages=5, idle_timeout_s=10).processed == 5
+    assert statuses() == {"chunked"}
+    with engine.connect() as conn:
+        chunks = conn.execute(select(func.count()).select_from(ChunkBuffer)).scalar_one()
+    assert (
+        build_runner(settings, "embed").run(max_messages=chunks, idle_timeout_s=10).processed
+        == chunks
+    )
+    assert statuses() == {"embedding"}
+    assert (
+        build_runner(settings, "finalize").run(max_messages=chunks, idle_timeout_s=10).processed
+        == chunks
+    )
+    assert statuses() == {"complete"}
+    with engine.connect() as conn:
+        vectors = conn.execute(select(func.count()).select_from(VectorBuffer)).scalar_one()
+        rows = conn.execute(select(Document)).scalars().all()
+    assert vectors == chunks
+    for doc in rows:
+        # Every step is stamped, in order, by the database clock.
+        steps = [
+            doc.uploaded_at,
+            doc.parsing_started_at,
+            doc.parsed_at,
+            doc.chunking_started_at,
+            doc.chunked_at,
+            doc.embedding_started_at,
+            doc.completed_at,
+        ]
+        assert all(s is not None for s in steps)
+        assert steps == sorted(steps)  # type: ignore[type-var]
+        assert doc.uploaded_at.utcoffset() is not None
+    assert {d.id for d in rows} == set(ids)
+    # offsets were committed for exactly what was processed
+    assert _committed(settings, "parse") == 5
+
+
+class _Crashing(ParseStage):
+    """A parse stage whose batch dies with an unexpected error (a bug, an OOM...)."""
+
+    name: ClassVar[str] = "parse"
+
+    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+        raise RuntimeError("boom")
+
+
+def test_failed_batch_leaves_committed_offset_unchanged(settings: Settings) -> None:
+    submitter = prepare(settings)
+    for name, data in corpus.mixed(3, seed=8):
+        submitter.submit(data, filename=name)
+    engine = make_engine(settings)
+    ctx = StageContext(settings=settings, engine=engine, codec=make_codec(settings))
+    with pytest.raises(RuntimeError, match="boom"):
+        StageRunner(_Crashing(), settings, engine, ctx).run(idle_timeout_s=10)
+    assert _committed(settings, "parse") == 0
+    # The next worker gets every message again and finishes them.
+    assert build_runner(settings, "parse").run(max_messages=3, idle_timeout_s=10).processed == 3
+    assert _committed(settings, "parse") == 3
+
+
+def test_poison_goes_to_dlq_and_the_partition_keeps_flowing(settings: Settings) -> None:
+    submitter = prepare(settings)
+    producer = EventProducer(settings)
+    topic = settings.topic(topology.UPLOADED)
+    # All on one partition (same key), poison first: the good one behind it must still pass.
+    good_name, good_data = corpus.mixed(1, seed=9)[0]
+    producer.send(topic, key="same", value=b"not avro at all")
+    producer.send(topic, key="same", value=b"\xc3\x01" + b"\x00" * 8 + b"junk")
+    producer.wait()
+    good = submitter.submit(good_data, filename=good_name)
+    bad = submitter.submit(
+        b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\n truncated", filename="broken.pdf"
+    )
+
+    stats = build_runner(settings, "parse").run(max_messages=4, idle_timeout_s=15)
+    assert stats.processed == 1 and stats.failed == 3
+
+    engine = make_engine(settings)
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(Document)).all()}
+    assert rows[good.document_id].status == "parsed"
+    failed = rows[bad.document_id]
+    assert failed.status == "failed" and failed.failed_stage == "parse"
+    assert failed.error_message.startswith("parse: ") and "PDF" in failed.error_message
+    assert failed.failed_at is not None
+
+    dlq = _read_all(settings, topology.dlq(topology.UPLOADED), expect=3)
+    assert len(dlq) == 3
+    for msg in dlq:
+        headers = dict(msg.headers())
+        assert headers["ragstream-dlq-origin-topic"] == topic.encode()
+        assert int(headers["ragstream-dlq-origin-offset"]) >= 0
+        assert headers["ragstream-dlq-stage"] == b"parse"
+        assert headers["ragstream-dlq-error-class"]
+        assert headers["ragstream-dlq-error-message"]
+        assert headers["ragstream-attempt"] == b"1"
+    classes = sorted(dict(m.headers())["ragstream-dlq-error-class"].decode() for m in dlq)
+    assert classes.count("UndecodableEvent") == 2
+    assert _committed(settings, "parse") == 4

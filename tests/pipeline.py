@@ -1,0 +1,157 @@
+"""Running the real pipeline in tests: worker processes, submission, waiting, expectations."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from ragstream.chunking import ChunkerConfig, chunk_document
+from ragstream.db.engine import make_engine
+from ragstream.embedding import token_budget
+from ragstream.kafka import create_topics
+from ragstream.parsing import parse_bytes
+from ragstream.producers.producer import EventProducer
+from ragstream.producers.submit import Submitter
+from ragstream.progress import DocumentProgress, documents_progress
+from ragstream.schemas.codec import make_codec
+from ragstream.settings import Settings
+from ragstream.topology import STAGE_NAMES
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a worker process build the same settings."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"RAGSTREAM_{name.upper()}"] = str(value)
+    return env
+
+
+class Workers:
+    """Real ``ragstream worker`` processes, as production runs them."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.procs: dict[str, list[subprocess.Popen[bytes]]] = {s: [] for s in STAGE_NAMES}
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, stage: str) -> subprocess.Popen[bytes]:
+        n = sum(1 for _ in self.log_dir.glob(f"{stage}-*.log"))
+        with open(self.log_dir / f"{stage}-{n}.log", "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "ragstream.cli", "worker", stage],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **settings_env(self.settings)},
+            )
+        self.procs[stage].append(proc)
+        return proc
+
+    def start_all(self, stages: Iterable[str] = STAGE_NAMES) -> None:
+        for stage in stages:
+            self.start(stage)
+
+    def alive(self, stage: str) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs[stage] if p.poll() is None]
+
+    def kill(self, stage: str, sig: int = signal.SIGKILL) -> int:
+        """Signal one live worker of ``stage``; returns how many were signalled (0 or 1)."""
+        for proc in self.alive(stage):
+            proc.send_signal(sig)
+            proc.wait(timeout=60)
+            return 1
+        return 0
+
+    def stop_all(self) -> None:
+        for procs in self.procs.values():
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+        for procs in self.procs.values():
+            for proc in procs:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"== {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.log_dir.glob("*.log"))
+        )
+
+
+def prepare(settings: Settings) -> Submitter:
+    create_topics(settings)
+    return Submitter(settings, make_engine(settings), EventProducer(settings), make_codec(settings))
+
+
+def submit_all(submitter: Submitter, files: list[tuple[str, bytes]]) -> list[uuid.UUID]:
+    return [submitter.submit(data, filename=name).document_id for name, data in files]
+
+
+def wait_terminal(
+    settings: Settings, ids: list[uuid.UUID], timeout_s: float, workers: Workers | None = None
+) -> dict[uuid.UUID, DocumentProgress]:
+    engine = make_engine(settings)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            states = documents_progress(engine, ids)
+            if len(states) == len(set(ids)) and all(s.terminal for s in states.values()):
+                return states
+            if time.monotonic() > deadline:
+                pending = {str(k): v.status for k, v in states.items() if not v.terminal}
+                raise AssertionError(
+                    f"{len(pending)} documents not terminal after {timeout_s}s: "
+                    f"{list(pending.items())[:5]}\n{workers.logs() if workers else ''}"
+                )
+            time.sleep(0.3)
+    finally:
+        engine.dispose()
+
+
+def expected_chunks(settings: Settings, files: list[tuple[str, bytes]]) -> dict[str, int]:
+    """The chunker alone on the same inputs: what the pipeline must produce, per file."""
+    budget = token_budget(settings)
+    config = ChunkerConfig(
+        target_tokens=settings.chunk_target_tokens,
+        overlap_tokens=settings.chunk_overlap_tokens,
+        max_tokens=budget.max_input_tokens,
+    )
+    return {
+        name: len(chunk_document(parse_bytes(data, name), config, budget.count_tokens))
+        for name, data in files
+    }
+
+
+def table_counts(settings: Settings) -> dict[str, Any]:
+    from sqlalchemy import text
+
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            return {
+                table: conn.execute(text(f"SELECT count(*), count(DISTINCT id) FROM {table}")).one()
+                for table in (
+                    "documents",
+                    "jobs",
+                    "document_parse_buffer",
+                    "document_chunk_buffer",
+                    "document_vector_buffer",
+                )
+            }
+    finally:
+        engine.dispose()
