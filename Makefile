@@ -42,3 +42,19 @@ chaos: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# --- Docker Compose (needs a Docker engine) ---------------------------------
+COMPOSE := docker compose -f docker-compose.kafka.yml -p ragstream
+.PHONY: compose-up compose-test compose-down
+
+compose-up:
+	$(COMPOSE) up -d --build --wait --wait-timeout 900
+
+compose-test: install
+	$(COMPOSE) up -d --wait --wait-timeout 300 kafka postgres
+	RAGSTREAM_KAFKA_BOOTSTRAP=127.0.0.1:$${KAFKA_EXTERNAL_PORT:-9094} \
+	RAGSTREAM_DATABASE_URL=postgresql+psycopg://ragstream:ragstream@127.0.0.1:$${POSTGRES_PORT:-5432}/ragstream \
+	$(BIN)/pytest -q tests/e2e
+
+compose-down:
+	$(COMPOSE) --profile monitor down --remove-orphans

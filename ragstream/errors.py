@@ -64,6 +64,10 @@ class EmbedderRejected(PermanentError):
     """The embedding backend refused the input for good (HTTP 4xx other than 429)."""
 
 
+class RejectedByDatabase(PermanentError):
+    """The database refused a row for good (a data or integrity error, SQLSTATE 22/23)."""
+
+
 class DependencyUnavailable(RetryableError):
     """The database or the broker cannot be reached right now."""
 

@@ -83,7 +83,7 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Wall-clock limit for parsing one document."
     )
     parser_memory_mb: int = Field(
-        1024, ge=64, description="Address-space limit of the parser subprocess."
+        1024, ge=256, description="Address-space limit of the parser subprocess."
     )
     max_upload_bytes: int = Field(
         100 * 1024 * 1024, ge=1, description="Largest accepted document, in bytes."
@@ -111,7 +111,7 @@ class Settings(BaseSettings):
         None, description="API key for the OpenAI-compatible endpoint."
     )
     openai_dimensions: int = Field(
-        1536, ge=8, description="Vector size returned by the OpenAI-compatible model."
+        384, ge=8, description="Vector size returned by the OpenAI-compatible model."
     )
     openai_max_input_tokens: int = Field(
         8191, ge=16, description="Input limit of the OpenAI-compatible model, in its tokens."

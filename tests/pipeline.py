@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from ragstream.chunking import ChunkerConfig, chunk_document
 from ragstream.db.engine import make_engine
-from ragstream.embedding import token_budget
+from ragstream.embedding.budget import token_budget
 from ragstream.kafka import create_topics
 from ragstream.parsing import parse_bytes
 from ragstream.producers.producer import EventProducer

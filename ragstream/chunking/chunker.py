@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ragstream.documents import Block, ParsedDocument
+from ragstream.errors import CorruptDocument
 
 if TYPE_CHECKING:
     from ragstream.settings import Settings
@@ -86,6 +87,7 @@ _ENDERS = np.array([ord(c) for c in ".!?\u2026\u3002\uff01\uff1f"], dtype=np.uin
 _CJK_ENDERS = np.array([ord(c) for c in "\u3002\uff01\uff1f"], dtype=np.uint32)
 _CLOSERS = np.array([ord(c) for c in "\"')]\u201d\u2019\u300d\u300f\uff09"], dtype=np.uint32)
 _WORD_START = re.compile(r"\s\S")
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n\s*\S")
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,13 @@ def _scan_window(text: str, first_gap: int) -> tuple[Int64Array, Int64Array, Int
     ``first_gap`` is the strength given to the first segment (the gap before
     ``text`` began, or a hard cut).
     """
-    cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    try:
+        cp = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    except UnicodeEncodeError as exc:
+        # No tokenizer, database or embedding API accepts such text; retrying cannot help.
+        raise CorruptDocument(
+            f"parsed text contains an unpaired surrogate ({exc.reason})", stage="chunk"
+        ) from exc
     n = cp.size
     empty = np.zeros(0, dtype=np.int64)
     if n == 0:
@@ -260,10 +268,13 @@ def _gap_strengths(
     return out
 
 
-def _scan(text: str) -> tuple[Int64Array, Int64Array, Int8Array]:
-    """Segments of ``text``, scanned in windows that end just before a word."""
+def _scan_windows(text: str) -> Iterator[tuple[Int64Array, Int64Array, Int8Array]]:
+    """Segments of ``text`` a window at a time, so huge blocks never sit in memory whole.
+
+    A window ends at a blank line when one is near, else just before a word;
+    only a run of over a million characters without whitespace is cut inside.
+    """
     n = len(text)
-    parts: list[tuple[Int64Array, Int64Array, Int8Array]] = []
     pos = 0
     gap = _BLOCK
     while pos < n:
@@ -271,12 +282,19 @@ def _scan(text: str) -> tuple[Int64Array, Int64Array, Int8Array]:
         if end >= n:
             end = n
         else:
-            m = _WORD_START.search(text, end, min(n, end + _WINDOW_CHARS))
+            m = _PARAGRAPH_BREAK.search(text, end, min(n, end + _WINDOW_CHARS // 4))
+            if m is None:
+                m = _WORD_START.search(text, end, min(n, end + _WINDOW_CHARS))
             if m is not None:
-                end = m.start() + 1
+                end = m.end() - 1
         starts, ends, strengths, gap = _scan_window(text[pos:end], gap)
-        parts.append((starts + pos, ends + pos, strengths))
+        yield starts + pos, ends + pos, strengths
         pos = end
+
+
+def _scan(text: str) -> tuple[Int64Array, Int64Array, Int8Array]:
+    """All segments of ``text``."""
+    parts = list(_scan_windows(text))
     if len(parts) == 1:
         return parts[0]
     if not parts:
@@ -428,8 +446,10 @@ class _Chunker:
             yield from self._group_atoms(group)
             group, size = [], 0
             text = self._blocks[b].text
-            seg = self._counter.segments(text, *_scan(text))
-            yield from self._block_atoms(b, seg, 0, seg.starts.size)
+            for starts, ends, strengths in _scan_windows(text):
+                seg = self._counter.segments(text, starts, ends, strengths)
+                first = int(strengths[0]) if strengths.size else _BLOCK
+                yield from self._block_atoms(b, seg, 0, seg.starts.size, first)
         yield from self._group_atoms(group)
 
     def _group_atoms(self, group: list[int]) -> Iterator[_Atom]:
@@ -451,16 +471,19 @@ class _Chunker:
         for i, b in enumerate(group):
             yield from self._block_atoms(b, seg, bounds[i], bounds[i + 1])
 
-    def _block_atoms(self, b: int, seg: _Segments, lo: int, hi: int) -> Iterator[_Atom]:
+    def _block_atoms(
+        self, b: int, seg: _Segments, lo: int, hi: int, first_strength: int = _BLOCK
+    ) -> Iterator[_Atom]:
+        """Segments [lo, hi) of block ``b`` as one atom if they fit, else split."""
         if hi <= lo:
             return
         tokens = int(seg.prefix[hi] - seg.prefix[lo])
         if tokens <= self._target:
             start, end = int(seg.starts[lo]), int(seg.ends[hi - 1])
-            yield _Atom(b, start, end, tokens, _BLOCK, seg, lo, hi)
+            yield _Atom(b, start, end, tokens, first_strength, seg, lo, hi)
             return
         out: list[_Atom] = []
-        self._split_range(b, seg, lo, hi, _BLOCK, out)
+        self._split_range(b, seg, lo, hi, first_strength, out)
         yield from out
 
     def _split_range(
@@ -524,24 +547,28 @@ class _Chunker:
             yield current
 
     @staticmethod
-    def _units_backward(atoms: list[_Atom]) -> Iterator[_Atom]:
-        """The single segments and pieces that make up ``atoms``, last first."""
+    def _units_backward(atoms: list[_Atom], window: int = 32) -> Iterator[_Atom]:
+        """The single segments and pieces that make up ``atoms``, last first.
+
+        Segments are read ``window`` at a time: callers usually stop early.
+        """
         for atom in reversed(atoms):
             seg = atom.seg
             if seg is None or atom.hi - atom.lo == 1:
                 yield atom
                 continue
-            for k in range(atom.hi - 1, atom.lo - 1, -1):
-                yield _Atom(
-                    atom.block,
-                    int(seg.starts[k]),
-                    int(seg.ends[k]),
-                    int(seg.counts[k]),
-                    int(seg.strengths[k]) if k > atom.lo else atom.strength,
-                    None,
-                    k,
-                    k + 1,
-                )
+            k = atom.hi
+            while k > atom.lo:
+                w = max(atom.lo, k - window)
+                starts = seg.starts[w:k].tolist()
+                ends = seg.ends[w:k].tolist()
+                counts = seg.counts[w:k].tolist()
+                strengths = seg.strengths[w:k].tolist()
+                for j in range(k - 1, w - 1, -1):
+                    i = j - w
+                    strength = strengths[i] if j > atom.lo else atom.strength
+                    yield _Atom(atom.block, starts[i], ends[i], counts[i], strength, None, j, j + 1)
+                k = w
 
     def _overlap_units(self, previous: list[_Atom], room: int) -> list[_Atom]:
         """A proper suffix of ``previous`` within the overlap budget, in order."""
@@ -608,7 +635,7 @@ class _Chunker:
         if count <= self._max:
             yield atoms, text, count
             return
-        parts = atoms if len(atoms) > 1 else list(self._units_backward(atoms))[::-1]
+        parts = atoms if len(atoms) > 1 else list(self._units_backward(atoms, 4096))[::-1]
         if len(parts) == 1:
             only = parts[0]
             parts = []

@@ -9,11 +9,11 @@ the Rust ``tokenizers`` library, which is a core dependency.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from importlib import resources
 
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 TOKENIZER_FILE = "minilm_tokenizer.json"
 """Vendored copy of all-MiniLM-L6-v2's tokenizer.json, byte for byte."""
@@ -52,6 +52,10 @@ class TokenCounter:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
+        # encode_batch_fast (tokenizers >= 0.20) skips character offsets: ~25% faster.
+        self.encode_batch: Callable[..., list[Encoding]] = getattr(
+            tokenizer, "encode_batch_fast", tokenizer.encode_batch
+        )
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
@@ -60,7 +64,7 @@ class TokenCounter:
         """Counts many texts in one call; the Rust side spreads them over cores."""
         if not texts:
             return []
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        encodings = self.encode_batch(list(texts), add_special_tokens=False)
         return [len(e.ids) for e in encodings]
 
 

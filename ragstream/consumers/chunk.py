@@ -13,7 +13,7 @@ from ragstream.db import blobs
 from ragstream.db.models import ChunkBuffer
 from ragstream.db.repository import Transition
 from ragstream.documents import ParsedDocument
-from ragstream.embedding import token_budget
+from ragstream.embedding.budget import token_budget
 from ragstream.schemas.events import ChunkCreated, DocumentParsed, utc_now
 from ragstream.state import DocumentStatus
 

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from ragstream import topology
 from ragstream.consumers import metrics
@@ -40,7 +40,13 @@ from ragstream.consumers.base import Failure, Incoming, Stage, StageContext, Sta
 from ragstream.consumers.health import HealthServer
 from ragstream.db import repository
 from ragstream.db.repository import Transition
-from ragstream.errors import DependencyUnavailable, PermanentError, RagstreamError, UndecodableEvent
+from ragstream.errors import (
+    DependencyUnavailable,
+    PermanentError,
+    RagstreamError,
+    RejectedByDatabase,
+    UndecodableEvent,
+)
 from ragstream.kafka import consumer_config
 from ragstream.producers.producer import EventProducer
 from ragstream.settings import Settings
@@ -280,9 +286,8 @@ class StageRunner:
         good = [m for m in batch if m.event is not None]
         failures = [Failure(m, self._undecodable(m)) for m in batch if m.event is None]
         self._mark_started(good)
-        out = self._run_stage(good)
+        out = self._work(good)
         out.failures = failures + out.failures
-        self._commit(out)
         self._publish(out)
         self.stats.processed += len(batch) - len(out.failures)
         self.stats.failed += len(out.failures)
@@ -309,18 +314,29 @@ class StageRunner:
                 seen.add(key)
                 repository.apply_transition(conn, Transition(m.document_id, m.job_id, status))
 
-    def _run_stage(self, batch: list[Incoming]) -> StageOutput:
-        """The stage on the whole batch; on a permanent error, each message alone."""
+    def _work(self, batch: list[Incoming]) -> StageOutput:
+        """The stage and its transaction on the whole batch.
+
+        A permanent error, from the stage or from the database refusing a row,
+        splits the batch: each message is done alone, so only the bad one fails.
+        """
         if not batch:
             return StageOutput()
         try:
-            return self.stage.process(batch, self.ctx)
-        except PermanentError as exc:
+            out = self.stage.process(batch, self.ctx)
+            self._commit(out)
+            return out
+        except (PermanentError, DBAPIError) as exc:
+            error = _as_permanent(exc)
+            if error is None:
+                raise
             if len(batch) == 1:
-                return StageOutput(failures=[Failure(batch[0], exc)])
+                out = StageOutput(failures=[Failure(batch[0], error)])
+                self._commit(out)
+                return out
         out = StageOutput()
         for message in batch:
-            out.extend(self._run_stage([message]))
+            out.extend(self._work([message]))
         return out
 
     def _commit(self, out: StageOutput) -> None:
@@ -434,6 +450,15 @@ def _headers(msg: Message) -> list[tuple[str, bytes]]:
     raw = msg.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     return [(k, v.encode() if isinstance(v, str) else v or b"") for k, v in pairs]
+
+
+def _as_permanent(exc: Exception) -> PermanentError | None:
+    if isinstance(exc, PermanentError):
+        return exc
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    if isinstance(exc, DataError | IntegrityError) or sqlstate[:2] in ("22", "23"):
+        return RejectedByDatabase(f"database refused the row: {getattr(exc, 'orig', exc)}")
+    return None
 
 
 def _is_retryable(exc: BaseException) -> bool:

@@ -1,1 +1,55 @@
+"""Embedding backends behind one interface, chosen by ``Settings.embedder``.
 
+``hash`` needs nothing but numpy and the bundled tokenizer (tests, CI);
+``minilm`` runs all-MiniLM-L6-v2 locally (the ``minilm`` extra);
+``openai`` calls any OpenAI-compatible embeddings endpoint. All produce
+L2-normalized vectors; the database column expects 384 dimensions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ragstream.embedding.base import Embedder, EndpointRejected, EndpointUnavailable
+from ragstream.embedding.hashing import HashEmbedder
+from ragstream.embedding.minilm import MissingExtraError
+from ragstream.embedding.openai_compat import OpenAIEmbedder
+
+if TYPE_CHECKING:
+    from ragstream.settings import Settings
+
+__all__ = [
+    "Embedder",
+    "EndpointRejected",
+    "EndpointUnavailable",
+    "HashEmbedder",
+    "MissingExtraError",
+    "OpenAIEmbedder",
+    "make_embedder",
+]
+
+
+def make_embedder(settings: Settings) -> Embedder:
+    """The backend named by ``settings.embedder``, configured from ``settings``.
+
+    torch is imported only when ``minilm`` is chosen; without its extra this
+    raises :class:`MissingExtraError` (an ImportError) naming the install command.
+    """
+    if settings.embedder == "hash":
+        return HashEmbedder(settings.hash_dimensions)
+    if settings.embedder == "minilm":
+        from ragstream.embedding.minilm import MiniLMEmbedder
+
+        return MiniLMEmbedder(batch_size=settings.embed_batch_size)
+    if settings.embedder == "openai":
+        key = settings.openai_api_key
+        return OpenAIEmbedder(
+            base_url=settings.openai_base_url,
+            model=settings.openai_model,
+            api_key=key.get_secret_value() if key is not None else None,
+            dimensions=settings.openai_dimensions,
+            max_input_tokens=settings.openai_max_input_tokens,
+            timeout_s=settings.openai_timeout_s,
+            batch_size=settings.embed_batch_size,
+        )
+    raise ValueError(f"unknown embedder {settings.embedder!r}")

@@ -12,6 +12,11 @@ from ragstream.documents import Block
 MAX_HEADING_LEVEL = 9
 
 
+def _storable(text: str) -> str:
+    """NUL cannot be stored in a PostgreSQL text column; it carries no meaning in prose."""
+    return text.replace("\x00", "").strip() if "\x00" in text else text.strip()
+
+
 def collapse_whitespace(text: str) -> str:
     """Inline text from markup: runs of whitespace become one space (linear time)."""
     return " ".join(text.split())
@@ -27,7 +32,7 @@ class BlockBuilder:
 
     def heading(self, text: str, level: int, *, page: int | None = None) -> None:
         """A heading closes every open heading of the same or a deeper level."""
-        text = text.strip()
+        text = _storable(text)
         if not text:
             return
         level = min(max(level, 1), MAX_HEADING_LEVEL)
@@ -41,7 +46,7 @@ class BlockBuilder:
         self._path = (*parents, text)
 
     def paragraph(self, text: str, *, page: int | None = None) -> None:
-        text = text.strip()
+        text = _storable(text)
         if text:
             self._blocks.append(Block(text=text, page=page, heading_path=self._path))
 

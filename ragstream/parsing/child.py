@@ -21,6 +21,7 @@ from ragstream.errors import CorruptDocument, ParserLimitExceeded, PermanentErro
 
 MiB = 1024 * 1024
 _MAX_HEADER = 64 * 1024
+_MAX_MESSAGE = 500
 
 
 def memory_message(memory_mb: int) -> str:
@@ -52,7 +53,7 @@ def serve(conn: socket.socket) -> None:
         # A parser library failing in a way nobody anticipated: as far as the
         # pipeline can tell the input is at fault, and retrying will not help.
         traceback.print_exc()
-        message = f"could not parse document: {type(exc).__name__}: {exc}"
+        message = f"could not parse document: {type(exc).__name__}: {exc}"[:_MAX_MESSAGE]
         _send(conn, b"ERR", _error(CorruptDocument.__name__, message))
     else:
         _send(conn, b"OK", body)

@@ -47,6 +47,7 @@ _START_TIMEOUT_S = 60.0
 # The fork server reports a timeout itself; this only covers a fork server gone silent.
 _REPLY_GRACE_S = 5.0
 _RECV_CHUNK = 1024 * 1024
+_MAX_TIMEOUT_S = 7 * 24 * 3600.0  # beyond this, a "timeout" is a configuration mistake
 
 
 def parse_document(
@@ -55,7 +56,9 @@ def parse_document(
     """Parse ``data`` in a sandbox limited to ``timeout_s`` seconds and ``memory_mb`` MiB.
 
     Permanent errors from the parser come back with their class and message;
-    running out of time or memory raises :class:`ParserLimitExceeded`.
+    running out of time or memory raises :class:`ParserLimitExceeded`; a
+    sandbox that cannot run at all raises a :class:`RetryableError`. About
+    55 MiB of ``memory_mb`` go to the interpreter and the parser libraries.
     """
     return _run_child(data, filename=filename, timeout_s=timeout_s, memory_mb=memory_mb)
 
@@ -69,6 +72,10 @@ def _run_child(
     debug: str | None = None,
 ) -> ParsedDocument:
     """The sandbox proper; ``debug`` lets tests make the child misbehave (see ``child``)."""
+    if not 0 < timeout_s < _MAX_TIMEOUT_S:
+        raise ValueError(f"timeout_s must be positive and finite, not {timeout_s}")
+    if memory_mb <= 0:
+        raise ValueError(f"memory_mb must be positive, not {memory_mb}")
     header = {"filename": filename, "memory_mb": memory_mb, "size": len(data)}
     if debug is not None:
         header["debug"] = debug

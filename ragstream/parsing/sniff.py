@@ -21,6 +21,8 @@ MARKDOWN = "text/markdown"
 TEXT = "text/plain"
 
 _PDF_MAGIC_WINDOW = 1024
+_PDF_OBJECT_WINDOW = 64 * 1024
+_PDF_OBJECT = re.compile(rb"\d{1,10} \d{1,5} obj\b")
 _BINARY_PROBE_BYTES = 8192
 _MAX_CONTROL_RATIO = 0.05
 _HTML_PROBE_BYTES = 4096
@@ -98,7 +100,7 @@ def sniff_content_type(data: bytes, filename: str | None = None) -> str:
 def sniff(data: bytes, filename: str | None = None) -> Sniffed:
     if not data:
         raise CorruptDocument("empty document")
-    if b"%PDF-" in data[:_PDF_MAGIC_WINDOW]:
+    if _is_pdf(data):
         return Sniffed(PDF)
     if data.startswith(_ZIP_MAGIC):
         return Sniffed(_sniff_zip(data))
@@ -115,13 +117,19 @@ def sniff(data: bytes, filename: str | None = None) -> Sniffed:
     if html == "strong":
         return Sniffed(HTML)
 
-    text, encoding = decode_text(data)
-    score = markdown_score(text)
     if html == "weak":
         # A README.md may open with a centred logo in raw HTML; its Markdown
         # headings below say what it really is.
-        return Sniffed(MARKDOWN, text, encoding) if score >= 2 else Sniffed(HTML)
-    if score >= 2 or _has_markdown_suffix(filename):
+        try:
+            text, encoding = decode_text(data)
+        except UnsupportedDocument:
+            return Sniffed(HTML)  # BeautifulSoup has its own ways to find the encoding
+        if markdown_score(text) >= 2:
+            return Sniffed(MARKDOWN, text, encoding)
+        return Sniffed(HTML)
+
+    text, encoding = decode_text(data)
+    if markdown_score(text) >= 2 or _has_markdown_suffix(filename):
         return Sniffed(MARKDOWN, text, encoding)
     return Sniffed(TEXT, text, encoding)
 
@@ -146,6 +154,16 @@ def markdown_score(text: str) -> int:
     score += min(len(_MD_STRONG.findall(head)), 2)
     score += min(len(_MD_CODE_SPAN.findall(head)), 1)
     return score
+
+
+def _is_pdf(data: bytes) -> bool:
+    """PDF readers accept the header anywhere in the first KiB; past offset 0, an
+    object marker is required too, so prose that quotes ``%PDF-`` stays prose."""
+    if data.startswith(b"%PDF-"):
+        return True
+    if b"%PDF-" not in data[:_PDF_MAGIC_WINDOW]:
+        return False
+    return _PDF_OBJECT.search(data, 0, _PDF_OBJECT_WINDOW) is not None
 
 
 def _has_markdown_suffix(filename: str | None) -> bool:

@@ -92,6 +92,8 @@ def _accept(control: socket.socket, children: dict[int, _Child], private: tuple[
     message, fds, _, _ = socket.recv_fds(control, 4096, 1)
     if not message and not fds:
         return False
+    if not fds:
+        return True  # nothing to answer on
     conn = socket.socket(fileno=fds[0])
     timeout_s = float(json.loads(message)["timeout_s"])
     try:
@@ -100,12 +102,12 @@ def _accept(control: socket.socket, children: dict[int, _Child], private: tuple[
         _finish(conn, b"forkfail", 0)
         return True
     if pid == 0:
-        _run_child(conn, control, children, private, timeout_s)
+        _become_child(conn, control, children, private, timeout_s)
     children[pid] = _Child(conn, time.monotonic() + timeout_s)
     return True
 
 
-def _run_child(
+def _become_child(
     conn: socket.socket,
     control: socket.socket,
     children: dict[int, _Child],

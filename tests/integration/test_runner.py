@@ -80,7 +80,7 @@ def test_each_stage_moves_documents_and_states(settings: Settings) -> None:
     assert statuses() == {"complete"}
     with engine.connect() as conn:
         vectors = conn.execute(select(func.count()).select_from(VectorBuffer)).scalar_one()
-        rows = conn.execute(select(Document)).scalars().all()
+        rows = conn.execute(select(Document)).all()
     assert vectors == chunks
     for doc in rows:
         # Every step is stamped, in order, by the database clock.
@@ -163,3 +163,75 @@ def test_poison_goes_to_dlq_and_the_partition_keeps_flowing(settings: Settings) 
     classes = sorted(dict(m.headers())["ragstream-dlq-error-class"].decode() for m in dlq)
     assert classes.count("UndecodableEvent") == 2
     assert _committed(settings, "parse") == 4
+
+
+def test_a_row_the_database_refuses_fails_only_its_message(settings: Settings) -> None:
+    """A parsed document whose text PostgreSQL cannot store (NUL) must not stop its batch."""
+    import json
+
+    from ragstream.db import blobs
+    from ragstream.documents import Block, ParsedDocument
+
+    submitter = prepare(settings)
+    (good_name, good_data), (bad_name, bad_data) = corpus.mixed(2, seed=11)
+    good = submitter.submit(good_data, filename=good_name)
+    bad = submitter.submit(bad_data, filename=bad_name)
+    assert build_runner(settings, "parse").run(max_messages=2, idle_timeout_s=10).processed == 2
+
+    # Rewrite the bad document's parsed blob behind the pipeline's back.
+    engine = make_engine(settings)
+    hostile = ParsedDocument(
+        blocks=(Block(text="text with a NUL \x00 inside"),),
+        content_type="text/plain",
+        parser="text",
+        parser_version="test",
+    )
+    with engine.begin() as conn:
+        from sqlalchemy import update
+
+        from ragstream.db.models import Blob, ParseBuffer
+
+        sha = conn.execute(
+            select(ParseBuffer.text_blob_sha256).where(ParseBuffer.document_id == bad.document_id)
+        ).scalar_one()
+        payload = hostile.to_json()
+        assert json.loads(payload)["blocks"][0]["text"].count("\x00") == 1
+        conn.execute(update(Blob).where(Blob.sha256 == sha).values(content=payload))
+        # keep the blob's address valid: the store checks content against its hash
+        conn.execute(update(Blob).where(Blob.sha256 == sha).values(sha256=blobs.sha256_of(payload)))
+        conn.execute(
+            update(ParseBuffer)
+            .where(ParseBuffer.document_id == bad.document_id)
+            .values(text_blob_sha256=blobs.sha256_of(payload))
+        )
+    # The event still names the old hash: re-publish a parsed event for the new blob.
+    from ragstream.schemas.events import DocumentParsed, utc_now
+
+    producer = EventProducer(settings)
+    event = DocumentParsed(
+        document_id=str(bad.document_id),
+        job_id=str(bad.job_id),
+        tenant="default",
+        text_blob_sha256=blobs.sha256_of(payload),
+        text_blob_uri=blobs.uri_for(blobs.sha256_of(payload)),
+        content_type="text/plain",
+        parser="text",
+        parser_version="test",
+        block_count=1,
+        parsed_at=utc_now(),
+    )
+    producer.send(
+        settings.topic(topology.PARSED), str(bad.document_id), make_codec(settings).encode(event)
+    )
+    producer.wait()
+
+    stats = build_runner(settings, "chunk").run(max_messages=3, idle_timeout_s=10)
+    with engine.connect() as conn:
+        status = dict(conn.execute(select(Document.id, Document.status)).all())
+        error = conn.execute(
+            select(Document.error_class).where(Document.id == bad.document_id)
+        ).scalar_one()
+    assert status[good.document_id] == "chunked"
+    assert status[bad.document_id] == "failed"
+    assert error in ("RejectedByDatabase", "MissingBlob")
+    assert stats.failed >= 1

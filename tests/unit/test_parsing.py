@@ -14,6 +14,7 @@ import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import docx
 import pytest
@@ -177,6 +178,11 @@ def test_pdf_pages_headings_and_paragraphs(pdf: bytes) -> None:
 def test_pdf_named_txt_is_still_a_pdf(pdf: bytes) -> None:
     assert sniff_content_type(pdf, "notes.txt") == PDF
     assert parse_bytes(pdf, "notes.txt").parser == "pypdfium2"
+
+
+def test_prose_quoting_the_pdf_header_is_not_a_pdf() -> None:
+    prose = b"Every PDF file starts with %PDF-1.7 followed by its objects."
+    assert sniff_content_type(prose) == "text/plain"
 
 
 def test_truncated_pdf_is_corrupt(pdf: bytes) -> None:
@@ -477,6 +483,39 @@ def test_empty_and_blank_documents() -> None:
         parse_bytes(b"  \n\n\t\n")
     with pytest.raises(CorruptDocument, match=r"^no extractable text$"):
         parse_bytes(b"<html><body><script>only()</script></body></html>")
+
+
+# --- the sample documents -------------------------------------------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [
+        ("stream-processing-field-guide.pdf", PDF),
+        ("ingestion-pipeline.html", "text/html"),
+        ("rag-primer.md", "text/markdown"),
+        ("water-cycle.txt", "text/plain"),
+        ("gletscher.md", "text/markdown"),
+        ("event-sourcing-handbook.docx", DOCX),
+    ],
+)
+def test_example_documents(name: str, content_type: str) -> None:
+    document = parse_bytes((EXAMPLES / name).read_bytes(), name)
+    assert document.content_type == content_type
+    assert len(document.text.split()) > 300
+    if content_type == PDF:
+        assert document.page_count == 3
+        assert {block.page for block in document.blocks} == {1, 2, 3}
+    if content_type != "text/plain":
+        assert any(len(block.heading_path) >= 2 for block in document.blocks)
+
+
+def test_german_example_keeps_its_characters() -> None:
+    document = parse_bytes((EXAMPLES / "gletscher.md").read_bytes())
+    assert document.blocks[0].text == "Gletscher: Entstehung, Bewegung und Rückgang"
+    assert "Gletscher fließen" in document.text and "Süßwassers" in document.text
 
 
 # --- sandbox --------------------------------------------------------------------

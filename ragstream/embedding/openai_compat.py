@@ -1,0 +1,188 @@
+"""Any OpenAI-compatible ``/v1/embeddings`` endpoint, over httpx.
+
+Errors are mapped once, here, onto the pipeline's policy: HTTP 408/429/5xx,
+timeouts and network errors may pass, so they are retryable
+(:class:`EndpointUnavailable`, with the server's Retry-After when given);
+other 4xx mean the request itself is wrong (:class:`EndpointRejected`).
+
+Token counting: with ``tiktoken`` installed (and its encoding available
+offline or downloadable), tokens are counted with the model's encoding
+(``cl100k_base`` for unknown models). Otherwise the bundled MiniLM WordPiece
+tokenizer is used as an approximation; it usually counts more tokens than the
+BPE encodings of OpenAI models for English, and chunks (256 tokens by default)
+stay far below these models' input limits either way.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import importlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from ragstream.chunking.tokenizer import minilm_counter
+from ragstream.embedding.base import Embedder, EndpointRejected, EndpointUnavailable, l2_normalize
+
+_RETRYABLE_STATUS = frozenset({408, 429})
+_BODY_EXCERPT_CHARS = 300
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _tiktoken_counter(model: str) -> tuple[Callable[[str], int], str] | None:
+    try:
+        tiktoken: Any = importlib.import_module("tiktoken")  # optional, untyped
+    except ImportError:
+        return None
+    try:
+        try:
+            encoding = tiktoken.encoding_for_model(model)
+        except KeyError:
+            encoding = tiktoken.get_encoding("cl100k_base")
+    except Exception:  # the encoding file could not be loaded (e.g. offline)
+        return None
+
+    def count(text: str) -> int:
+        return len(encoding.encode_ordinary(text))
+
+    return count, f"tiktoken:{encoding.name}"
+
+
+class OpenAIEmbedder(Embedder):
+    """Embeds through ``POST {base_url}/embeddings`` and asks for ``dimensions``."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str | None,
+        dimensions: int,
+        max_input_tokens: int,
+        timeout_s: float,
+        batch_size: int = 16,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = f"openai:{model}"
+        self.version = f"d{dimensions}"
+        self.dimensions = dimensions
+        self.max_input_tokens = max_input_tokens
+        self._model = model
+        self._batch_size = max(1, batch_size)
+        self._url = base_url.rstrip("/") + "/embeddings"
+        headers = {"Accept": "application/json"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        self._client = httpx.Client(timeout=timeout_s, headers=headers, transport=transport)
+        tiktoken_counter = _tiktoken_counter(model)
+        if tiktoken_counter is None:
+            minilm = minilm_counter()
+            self._count: Callable[[str], int] = minilm.count
+            self._count_batch: Callable[[Sequence[str]], list[int]] = minilm.count_batch
+            self.tokenizer_name = "minilm-wordpiece"
+        else:
+            count, self.tokenizer_name = tiktoken_counter
+            self._count = count
+            self._count_batch = lambda texts: [count(t) for t in texts]
+
+    def count_tokens(self, text: str) -> int:
+        return self._count(text)
+
+    def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        return self._count_batch(texts)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        out: list[list[float]] = []
+        for i in range(0, len(texts), self._batch_size):
+            out.extend(self._embed_batch(list(texts[i : i + self._batch_size])))
+        return out
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _embed_batch(self, texts: list[str]) -> list[list[float]]:
+        payload = {
+            "model": self._model,
+            "input": texts,
+            "dimensions": self.dimensions,
+            "encoding_format": "float",
+        }
+        try:
+            response = self._client.post(self._url, json=payload)
+        except httpx.TimeoutException as exc:
+            raise EndpointUnavailable(f"embedding request to {self._url} timed out") from exc
+        except httpx.TransportError as exc:
+            raise EndpointUnavailable(
+                f"embedding endpoint {self._url} unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+        status = response.status_code
+        if status in _RETRYABLE_STATUS or status >= 500:
+            raise EndpointUnavailable(
+                f"embedding endpoint answered HTTP {status}: {_excerpt(response)}",
+                status_code=status,
+                retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+            )
+        if status >= 400:
+            raise EndpointRejected(
+                f"embedding endpoint rejected the request with HTTP {status}: {_excerpt(response)}",
+                status_code=status,
+            )
+        if status != 200:
+            raise EndpointUnavailable(
+                f"embedding endpoint answered HTTP {status}, expected 200", status_code=status
+            )
+        return self._parse(response, len(texts))
+
+    def _parse(self, response: httpx.Response, expected: int) -> list[list[float]]:
+        """The vectors in input order; a malformed body is treated as a passing fault."""
+        try:
+            body: Any = response.json()
+            items = sorted(body["data"], key=lambda item: int(item["index"]))
+            rows = [item["embedding"] for item in items]
+            vectors = np.asarray(rows, dtype=np.float64)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EndpointUnavailable(
+                f"embedding endpoint sent a malformed body: {_excerpt(response)}",
+                status_code=response.status_code,
+            ) from exc
+        if len(rows) != expected:
+            raise EndpointUnavailable(
+                f"embedding endpoint returned {len(rows)} vectors for {expected} inputs",
+                status_code=response.status_code,
+            )
+        if vectors.ndim != 2 or vectors.shape[1] != self.dimensions:
+            got = vectors.shape[1] if vectors.ndim == 2 else "ragged"
+            raise EndpointRejected(
+                f"model {self._model!r} returned {got}-d vectors, {self.dimensions} required; "
+                "it must support the 'dimensions' parameter",
+                status_code=response.status_code,
+            )
+        if not np.isfinite(vectors).all():
+            raise EndpointRejected("embedding endpoint returned non-finite values")
+        result: list[list[float]] = l2_normalize(vectors).tolist()
+        return result
+
+
+def _excerpt(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    if len(text) > _BODY_EXCERPT_CHARS:
+        text = text[:_BODY_EXCERPT_CHARS] + "..."
+    return text or "(empty body)"

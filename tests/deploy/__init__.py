@@ -1,0 +1,1 @@
+"""Checks of the deploy files (Dockerfile, compose, Kubernetes), offline and fast."""
