@@ -115,14 +115,21 @@ def worker(stage: Annotated[str, typer.Argument(help="parse, chunk, embed or fin
 
 
 @app.command(hidden=True)
-def supervise(workers: Annotated[int, typer.Option(help="Workers per stage.")] = 1) -> None:
-    """Run and restart the stage workers (started by `ragstream up`)."""
+def supervise(
+    workers: Annotated[int, typer.Option(help="Workers per stage.")] = 1,
+    role: Annotated[list[str] | None, typer.Option(help="Extra command to run, e.g. api.")] = None,
+) -> None:
+    """Run and restart the stage workers and extra roles (started by `ragstream up`)."""
     from ragstream.logs import configure_logging
     from ragstream.supervisor import Supervisor
 
     configure_logging(json=True)
     settings = _resolved()
-    Supervisor(log_dir=settings.data_dir / "logs", workers_per_stage=workers).run()
+    Supervisor(
+        log_dir=settings.data_dir / "logs",
+        workers_per_stage=workers,
+        extra_roles=tuple(tuple(r.split()) for r in role or []),
+    ).run()
 
 
 @app.command()
@@ -162,7 +169,10 @@ def up(
         "RAGSTREAM_DATA_DIR": str(settings.data_dir),
     }
     os.environ.update(env)
-    pid = start_background(_supervisor_pid(settings), settings.data_dir / "logs", env, workers)
+    roles = [name for name in UP_ROLES if name in _commands()]
+    pid = start_background(
+        _supervisor_pid(settings), settings.data_dir / "logs", env, workers, roles
+    )
     console.print(f"kafka      {settings.bootstrap}")
     console.print(f"postgres   {settings.db_url}")
     console.print(f"workers    parse, chunk, embed, finalize x{workers} (supervisor pid {pid})")
@@ -170,6 +180,14 @@ def up(
     console.print(f"logs       {settings.data_dir / 'logs'}")
     if ingest_path:
         _ingest(settings, ingest_path, wait=wait, timeout=timeout, as_json=False)
+
+
+UP_ROLES = ("api", "monitor")
+"""Long-running roles `ragstream up` starts beside the workers, once they exist."""
+
+
+def _commands() -> set[str]:
+    return {c.name or c.callback.__name__ for c in app.registered_commands if c.callback}
 
 
 def _supervisor_pid(settings: Settings) -> Path:

@@ -1,4 +1,4 @@
-"""Runs the stage workers as child processes and restarts any that dies.
+"""Runs the pipeline's processes (stage workers, and extra roles) and restarts any that dies.
 
 ``ragstream up`` starts this in the background; ``ragstream down`` stops it,
 and it stops its workers with SIGTERM (each finishes its batch and commits).
@@ -25,7 +25,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass
 class Child:
-    stage: str
+    role: tuple[str, ...]  # the `ragstream` command, e.g. ("worker", "embed")
     index: int
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
@@ -39,14 +39,17 @@ class Supervisor:
     workers_per_stage: int = 1
     env: dict[str, str] = field(default_factory=dict)
     stages: tuple[str, ...] = STAGE_NAMES
+    extra_roles: tuple[tuple[str, ...], ...] = ()
     _stop: bool = False
 
     def _spawn(self, child: Child) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        child.log_file = self.log_dir / f"{child.stage}-{child.index}.log"
+        child.log_file = (
+            self.log_dir / f"{'-'.join(child.role[1:] or child.role)}-{child.index}.log"
+        )
         out = open(child.log_file, "ab")  # noqa: SIM115 - the child keeps it open
         child.proc = subprocess.Popen(
-            [sys.executable, "-m", "ragstream.cli", "worker", child.stage],
+            [sys.executable, "-m", "ragstream.cli", *child.role],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -54,7 +57,7 @@ class Supervisor:
         )
         out.close()
         child.started_at = time.monotonic()
-        log.info("worker_started", stage=child.stage, pid=child.proc.pid)
+        log.info("started", role=" ".join(child.role), pid=child.proc.pid)
 
     def run(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -62,7 +65,9 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        children = [Child(s, i) for s in self.stages for i in range(self.workers_per_stage)]
+        children = [
+            Child(("worker", s), i) for s in self.stages for i in range(self.workers_per_stage)
+        ] + [Child(role, 0) for role in self.extra_roles]
         for child in children:
             self._spawn(child)
         while not self._stop:
@@ -74,7 +79,7 @@ class Supervisor:
                 child.restarts += 1
                 # Back off a worker that dies right after starting (a crash loop).
                 quick = time.monotonic() - child.started_at < 10
-                log.warning("worker_died", stage=child.stage, code=code, restarts=child.restarts)
+                log.warning("died", role=" ".join(child.role), code=code, restarts=child.restarts)
                 if quick:
                     time.sleep(min(2 ** min(child.restarts, 5), 30))
                 if not self._stop:
@@ -91,7 +96,9 @@ class Supervisor:
                     child.proc.kill()
 
 
-def start_background(pid_file: Path, log_dir: Path, env: dict[str, str], workers: int) -> int:
+def start_background(
+    pid_file: Path, log_dir: Path, env: dict[str, str], workers: int, roles: list[str]
+) -> int:
     """Start a detached supervisor (unless one runs) and return its pid."""
     running = read_pid(pid_file)
     if running is not None:
@@ -99,7 +106,15 @@ def start_background(pid_file: Path, log_dir: Path, env: dict[str, str], workers
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "supervisor.log", "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ragstream.cli", "supervise", "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "ragstream.cli",
+                "supervise",
+                "--workers",
+                str(workers),
+                *(arg for role in roles for arg in ("--role", role)),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
