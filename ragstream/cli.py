@@ -90,7 +90,7 @@ def topics_create() -> None:
 
 
 @app.command()
-def migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
+def migrate(revision: Annotated[str, typer.Argument()] = "heads") -> None:
     """Bring the database schema to the Alembic head (or a given revision)."""
     from ragstream.db import migrate as migrations
 

@@ -22,7 +22,7 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "heads") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
@@ -31,12 +31,15 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def head_revision(url: str) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    """The head revision(s), comma-joined when branches are not merged yet."""
+    heads = sorted(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+    return ",".join(heads) or None
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        heads = sorted(MigrationContext.configure(conn).get_current_heads())
+    return ",".join(heads) or None
 
 
 def require_head(engine: Engine) -> None:
