@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 up: install
-	$(BIN)/ragstream up --ingest examples --wait
+	$(BIN)/ragstream up --ingest examples/documents
 
 down:
 	$(BIN)/ragstream down

@@ -320,8 +320,8 @@ def build_docx(path: Path) -> None:
 
 
 def main() -> None:
-    build_pdf(HERE / "stream-processing-field-guide.pdf")
-    build_docx(HERE / "event-sourcing-handbook.docx")
+    build_pdf(HERE / "documents" / "stream-processing-field-guide.pdf")
+    build_docx(HERE / "documents" / "event-sourcing-handbook.docx")
 
 
 if __name__ == "__main__":

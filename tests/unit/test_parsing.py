@@ -487,7 +487,7 @@ def test_empty_and_blank_documents() -> None:
 
 # --- the sample documents -------------------------------------------------------
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "documents"
 
 
 @pytest.mark.parametrize(
