@@ -100,6 +100,11 @@ class Settings(BaseSettings):
         "minilm", description="Embedding backend: hash (tests), minilm (default), openai."
     )
     embed_batch_size: int = Field(16, ge=1, description="Texts per call to the embedding model.")
+    embedding_cache: bool = Field(
+        True,
+        description="Reuse the vector of a text the same model version already embedded "
+        "(content-addressed cache in PostgreSQL).",
+    )
     hash_dimensions: int = Field(384, ge=8, description="Vector size of the hash embedder.")
     openai_base_url: str = Field(
         "https://api.openai.com/v1", description="Base URL of an OpenAI-compatible endpoint."
@@ -118,6 +123,104 @@ class Settings(BaseSettings):
     )
     openai_timeout_s: float = Field(30.0, gt=0, description="HTTP timeout of one embedding call.")
 
+    # --- HTTP API ---------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")
+    api_port: int = Field(8000, ge=0, le=65535, description="Port the HTTP API listens on.")
+    api_keys: SecretStr | None = Field(
+        None,
+        description="Bearer API keys and their tenants, 'key:tenant,key:tenant'; unset means "
+        "the key `ragstream up` generated in DATA_DIR.",
+    )
+    api_max_files: int = Field(20, ge=1, description="Most files accepted in one upload request.")
+    api_publish_timeout_s: float = Field(
+        10.0, gt=0, description="How long an upload waits for the broker's ack before a 503."
+    )
+    api_retry_after_s: int = Field(
+        5, ge=1, description="Retry-After sent with a 503 when the broker or database is down."
+    )
+    public_base_url: str | None = Field(
+        None,
+        description="Base URL at which callers (LlamaParse webhooks) reach the API; unset means "
+        "http://API_HOST:API_PORT.",
+    )
+
+    # --- LlamaParse -------------------------------------------------------
+    default_parser: Literal["local", "llamaparse"] = Field(
+        "local", description="Parser used when an upload names none: local or llamaparse."
+    )
+    llamaparse_base_url: str = Field(
+        "https://api.cloud.llamaindex.ai", description="Base URL of the LlamaParse API."
+    )
+    llamaparse_api_key: SecretStr | None = Field(None, description="API key for LlamaParse.")
+    llamaparse_timeout_s: float = Field(
+        30.0, gt=0, description="HTTP timeout of one call to the LlamaParse API."
+    )
+    webhook_secret: SecretStr | None = Field(
+        None,
+        description="Shared secret of signed webhooks (Standard Webhooks, 'whsec_<base64>' or "
+        "plain text); unset refuses every webhook.",
+    )
+    webhook_tolerance_s: int = Field(
+        300, ge=1, description="Largest age (either way) of a webhook's timestamp."
+    )
+    llamaparse_callback_timeout_s: float = Field(
+        900.0, gt=0, description="A LlamaParse job without a result after this long is retried."
+    )
+    llamaparse_max_attempts: int = Field(
+        2, ge=1, description="LlamaParse submissions of one document before it is marked failed."
+    )
+    llamaparse_poll_interval_s: float = Field(
+        30.0, gt=0, description="How often the poller asks LlamaParse about overdue jobs."
+    )
+
+    # --- monitor, tracing -------------------------------------------------
+    sla_parse_s: float = Field(
+        300.0, gt=0, description="Longest a document may spend in parse (queue and work)."
+    )
+    sla_chunk_s: float = Field(
+        300.0, gt=0, description="Longest a document may spend in chunk (queue and work)."
+    )
+    sla_embed_s: float = Field(
+        900.0, gt=0, description="Longest a document may spend in embed (queue and work)."
+    )
+    sla_finalize_s: float = Field(
+        120.0, gt=0, description="Longest from the last vector to the document being complete."
+    )
+    stall_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="A stage with lag whose committed offsets have not moved for this long "
+        "is stalled (workers down, stopped or hung).",
+    )
+    monitor_interval_s: float = Field(
+        5.0, gt=0, description="How often the monitor checks SLAs, consumer groups and lag."
+    )
+    throughput_window_s: int = Field(
+        60, ge=1, description="Size of the monitor's tumbling throughput windows."
+    )
+    clock_skew_s: float = Field(
+        5.0, ge=0, description="Clock difference between hosts tolerated in timestamp checks."
+    )
+    max_plausible_bytes_per_s: float = Field(
+        2e9,
+        gt=0,
+        description="A stage that handled a document faster than this, for its size, is an "
+        "impossible timestamp.",
+    )
+    event_alert_open_s: float = Field(
+        3600.0,
+        gt=0,
+        description="How long a one-off alert (DLQ message, impossible timestamp) stays open.",
+    )
+    monitor_metrics_port: int = Field(
+        9108, ge=0, le=65535, description="The monitor's Prometheus /metrics port; 0 picks one."
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); "
+        "unset exports no traces.",
+    )
+
     @cached_property
     def state_file(self) -> Path:
         """The devstack writes the addresses it started here."""
@@ -131,6 +234,15 @@ class Settings(BaseSettings):
         if self.kafka_bootstrap is None:
             raise ValueError("no Kafka address resolved; call devstack.resolve_addresses first")
         return self.kafka_bootstrap
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def public_url(self) -> str:
+        """Where outside callers (webhooks) reach the API."""
+        return (self.public_base_url or self.api_url).rstrip("/")
 
     @property
     def db_url(self) -> str:

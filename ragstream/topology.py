@@ -42,5 +42,9 @@ STAGE_NAMES = tuple(STAGES)
 TOPIC_CONFIG = {"retention.ms": "-1", "cleanup.policy": "delete"}
 
 
+ALERTS = "pipeline.alerts"
+"""The monitor's alerts (Avro ``PipelineAlert``), keyed by alert id."""
+
+
 def all_topics() -> list[str]:
-    return [*STAGE_TOPICS, *(dlq(t) for t in STAGE_TOPICS)]
+    return [*STAGE_TOPICS, *(dlq(t) for t in STAGE_TOPICS), ALERTS]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import delete
 
@@ -76,18 +78,17 @@ class ChunkStage(Stage):
                 Outgoing(
                     ctx.topic(topology.CHUNKED),
                     str(chunk_id),
-                    ChunkCreated(
-                        event_id=str(ids.event_id("ChunkCreated", chunk_id, job_id)),
-                        chunk_id=str(chunk_id),
-                        document_id=event.document_id,
-                        job_id=event.job_id,
+                    chunk_created(
+                        chunk_id=chunk_id,
+                        document_id=document_id,
+                        job_id=job_id,
                         tenant=event.tenant,
                         chunk_index=chunk.index,
                         chunk_count=len(chunks),
                         text=chunk.text,
                         token_count=chunk.token_count,
-                        pages=tuple(chunk.pages),
-                        heading_path=tuple(chunk.heading_path),
+                        pages=chunk.pages,
+                        heading_path=chunk.heading_path,
                         chunker_version=CHUNKER_VERSION,
                         chunker_config_hash=self.config_hash,
                         parser=event.parser,
@@ -100,3 +101,42 @@ class ChunkStage(Stage):
             Transition(document_id, job_id, DocumentStatus.CHUNKED, {"chunk_count": len(chunks)})
         )
         return out
+
+
+def chunk_created(
+    *,
+    chunk_id: uuid.UUID,
+    document_id: uuid.UUID,
+    job_id: uuid.UUID,
+    tenant: str,
+    chunk_index: int,
+    chunk_count: int,
+    text: str,
+    token_count: int,
+    pages: Sequence[int],
+    heading_path: Sequence[str],
+    chunker_version: str,
+    chunker_config_hash: str,
+    parser: str,
+    parser_version: str,
+    created_at: datetime,
+) -> ChunkCreated:
+    """The ChunkCreated of one chunk in one job; also what a reprocess from ``embed`` re-emits."""
+    return ChunkCreated(
+        event_id=str(ids.event_id("ChunkCreated", chunk_id, job_id)),
+        chunk_id=str(chunk_id),
+        document_id=str(document_id),
+        job_id=str(job_id),
+        tenant=tenant,
+        chunk_index=chunk_index,
+        chunk_count=chunk_count,
+        text=text,
+        token_count=token_count,
+        pages=tuple(pages),
+        heading_path=tuple(heading_path),
+        chunker_version=chunker_version,
+        chunker_config_hash=chunker_config_hash,
+        parser=parser,
+        parser_version=parser_version,
+        created_at=created_at,
+    )

@@ -1,16 +1,69 @@
-"""embed: documents.chunked -> documents.embedded. Batches chunks across messages."""
+"""embed: documents.chunked -> documents.embedded. Batches chunks across messages.
+
+Vectors are content-addressed: the sha256 of (model, model version, text) keys
+a row of ``embedding_cache``. A batch looks its texts up first and sends only
+the texts never seen before to the model, each once, so identical chunks
+anywhere in the corpus, and the unchanged chunks of a re-ingested document,
+cost a lookup instead of an inference.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy import Connection, Executable, select
+from sqlalchemy.dialects.postgresql import insert
 
 from ragstream import ids, topology
 from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, StageOutput
-from ragstream.db.models import VectorBuffer
+from ragstream.db.models import EmbeddingCache, VectorBuffer
 from ragstream.embedding import Embedder, make_embedder
 from ragstream.schemas.events import ChunkCreated, ChunkEmbedded, utc_now
 from ragstream.state import DocumentStatus
+
+CACHE_LOOKUPS = Counter(
+    "ragstream_embedding_cache_lookups_total",
+    "Chunk texts looked up in the embedding cache, by outcome (hit, miss).",
+    ("outcome",),
+)
+EMBEDDED_TEXTS = Counter(
+    "ragstream_embedded_texts_total",
+    "Distinct texts sent to the embedding model (what the cache could not answer).",
+)
+
+
+def cache_key(model: str, model_version: str, text: str) -> str:
+    """The content address of a vector: same model, same version, same text, same vector."""
+    digest = hashlib.sha256()
+    for part in (model, model_version):
+        digest.update(part.encode())
+        digest.update(b"\x1f")
+    digest.update(text.encode())
+    return digest.hexdigest()
+
+
+def cached_vectors(conn: Connection, keys: Sequence[str]) -> dict[str, list[float]]:
+    """The vectors the cache holds for ``keys``."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        select(EmbeddingCache.key, EmbeddingCache.embedding).where(EmbeddingCache.key.in_(keys))
+    )
+    return {key: [float(x) for x in vector] for key, vector in rows}
+
+
+def cache_insert(rows: list[dict[str, Any]]) -> Executable:
+    """Store new vectors; a row another worker wrote meanwhile is the same vector, kept.
+
+    Rows go in key order so that two workers inserting overlapping keys lock
+    them in the same order and cannot deadlock.
+    """
+    stmt = insert(EmbeddingCache).values(sorted(rows, key=lambda row: str(row["key"])))
+    return stmt.on_conflict_do_nothing(index_elements=[EmbeddingCache.key])
 
 
 class EmbedStage(Stage):
@@ -20,15 +73,54 @@ class EmbedStage(Stage):
 
     def setup(self, ctx: StageContext) -> None:
         self.embedder: Embedder = make_embedder(ctx.settings)
+        self.use_cache = ctx.settings.embedding_cache
+
+    def _vectors(
+        self, texts: list[str], ctx: StageContext, out: StageOutput
+    ) -> dict[str, list[float]]:
+        """A vector for every text, by cache key; only texts never seen go to the model."""
+        model, version = self.embedder.name, self.embedder.version
+        by_key = {cache_key(model, version, text): text for text in texts}
+        found: dict[str, list[float]] = {}
+        if self.use_cache:
+            with ctx.engine.connect() as conn:
+                found = cached_vectors(conn, list(by_key))
+        missing = [key for key in by_key if key not in found]
+        CACHE_LOOKUPS.labels("hit").inc(len(by_key) - len(missing))
+        CACHE_LOOKUPS.labels("miss").inc(len(missing))
+        if not missing:
+            return found
+        fresh = self.embedder.embed([by_key[key] for key in missing])
+        EMBEDDED_TEXTS.inc(len(missing))
+        new = dict(zip(missing, fresh, strict=True))
+        if self.use_cache:
+            out.statements.append(
+                cache_insert(
+                    [
+                        {
+                            "key": key,
+                            "model": model,
+                            "model_version": version,
+                            "text_sha256": hashlib.sha256(by_key[key].encode()).hexdigest(),
+                            "dimensions": len(vector),
+                            "embedding": vector,
+                        }
+                        for key, vector in new.items()
+                    ]
+                )
+            )
+        return {**found, **new}
 
     def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
         events: list[ChunkCreated] = [m.event for m in batch]
-        vectors = self.embedder.embed([e.text for e in events])
         out = StageOutput()
+        model, version = self.embedder.name, self.embedder.version
+        vectors = self._vectors([e.text for e in events], ctx, out)
         now = utc_now()
-        for message, event, vector in zip(batch, events, vectors, strict=True):
+        for message, event in zip(batch, events, strict=True):
+            vector = vectors[cache_key(model, version, event.text)]
             chunk_id = uuid.UUID(event.chunk_id)
-            embedding_id = ids.embedding_id(chunk_id, self.embedder.name)
+            embedding_id = ids.embedding_id(chunk_id, model)
             out.upserts.append(
                 (
                     VectorBuffer,
@@ -37,8 +129,8 @@ class EmbedStage(Stage):
                         "chunk_id": chunk_id,
                         "document_id": uuid.UUID(event.document_id),
                         "job_id": uuid.UUID(event.job_id),
-                        "model": self.embedder.name,
-                        "model_version": self.embedder.version,
+                        "model": model,
+                        "model_version": version,
                         "text_sha256": hashlib.sha256(event.text.encode()).hexdigest(),
                         "chunker_version": event.chunker_version,
                         "chunker_config_hash": event.chunker_config_hash,
@@ -64,8 +156,8 @@ class EmbedStage(Stage):
                         tenant=event.tenant,
                         chunk_index=event.chunk_index,
                         chunk_count=event.chunk_count,
-                        model=self.embedder.name,
-                        model_version=self.embedder.version,
+                        model=model,
+                        model_version=version,
                         dimensions=self.embedder.dimensions,
                         vector=tuple(vector),
                         embedded_at=now,

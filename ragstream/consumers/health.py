@@ -2,7 +2,7 @@
 
 ``/livez`` fails when the loop has not turned for ``liveness_max_age_s`` (a hung
 worker); ``/readyz`` fails until the worker owns partitions; ``/metrics`` is
-Prometheus, including the lag of the owned partitions.
+Prometheus, including the lag of the owned partitions (refreshed by the loop).
 """
 
 from __future__ import annotations
@@ -13,13 +13,31 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, KafkaException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ragstream.consumers import metrics
 
 if TYPE_CHECKING:
     from ragstream.consumers.runner import StageRunner
+
+
+def refresh_lag(consumer: Consumer, stage: str) -> None:
+    """Lag of the owned partitions, from the watermarks the fetcher already knows.
+
+    Called from the consumer's own thread: the consumer is not shared with the
+    HTTP threads, which only read the gauge.
+    """
+    assignment = consumer.assignment()
+    positions = consumer.position(assignment) if assignment else []
+    for tp in positions:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            continue
+        position = tp.offset if tp.offset >= 0 else low
+        if high >= 0:
+            metrics.LAG.labels(stage, str(tp.partition)).set(max(high - position, 0))
 
 
 class HealthServer:
@@ -39,18 +57,6 @@ class HealthServer:
     def heartbeat_age_s(self) -> float:
         return time.monotonic() - self.runner.heartbeat
 
-    def update_lag(self) -> None:
-        stage = self.runner.stage.name
-        for tp in self.runner.consumer.assignment():
-            try:
-                low, high = self.runner.consumer.get_watermark_offsets(tp, cached=True)
-                (pos,) = self.runner.consumer.position([TopicPartition(tp.topic, tp.partition)])
-            except Exception:
-                continue
-            position = pos.offset if pos.offset >= 0 else low
-            if high >= 0:
-                metrics.LAG.labels(stage, str(tp.partition)).set(max(high - position, 0))
-
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         health = self
 
@@ -65,7 +71,6 @@ class HealthServer:
                     self._json(200 if ready else 503, {"ready": ready})
                 elif self.path == "/metrics":
                     metrics.HEARTBEAT_AGE.labels(health.runner.stage.name).set(age)
-                    health.update_lag()
                     body = generate_latest()
                     self.send_response(200)
                     self.send_header("Content-Type", CONTENT_TYPE_LATEST)

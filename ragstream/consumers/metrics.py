@@ -26,3 +26,26 @@ LAG = Gauge(
 HEARTBEAT_AGE = Gauge(
     "ragstream_worker_heartbeat_age_seconds", "Seconds since the loop last turned.", ("stage",)
 )
+
+# --- the monitor ------------------------------------------------------------
+DOCUMENTS = Gauge(
+    "ragstream_documents", "Documents by status, as the database has them.", ("status",)
+)
+ALERTS = Counter(
+    "ragstream_alerts_total", "Alerts raised by the monitor (opened, not repeats).", ("kind",)
+)
+ALERTS_OPEN = Gauge("ragstream_alerts_open", "Alerts open now, by kind.", ("kind",))
+STAGE_STALLED = Gauge(
+    "ragstream_stage_stalled", "1 while a stage has lag and makes no progress.", ("stage",)
+)
+STAGE_THROUGHPUT = Gauge(
+    "ragstream_stage_throughput_per_minute",
+    "Messages a stage's group committed per minute over the last window.",
+    ("stage",),
+)
+DLQ_MESSAGES = Gauge("ragstream_dlq_messages", "Records in a stage's DLQ.", ("stage",))
+MONITOR_EVENTS = Counter(
+    "ragstream_monitor_events_total",
+    "Records the monitor read, by source (stage, dlq) and outcome (ok, undecodable).",
+    ("source", "outcome"),
+)

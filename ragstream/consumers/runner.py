@@ -34,10 +34,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
-from ragstream import topology
+from ragstream import topology, tracing
 from ragstream.consumers import metrics
 from ragstream.consumers.base import Failure, Incoming, Stage, StageContext, StageOutput
-from ragstream.consumers.health import HealthServer
+from ragstream.consumers.health import HealthServer, refresh_lag
 from ragstream.db import repository
 from ragstream.db.repository import Transition
 from ragstream.errors import (
@@ -48,6 +48,7 @@ from ragstream.errors import (
     UndecodableEvent,
 )
 from ragstream.kafka import consumer_config
+from ragstream.logs import message_fields
 from ragstream.producers.producer import EventProducer
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
@@ -98,7 +99,9 @@ class StageRunner:
         self._revoked_during_batch: set[tuple[str, int]] = set()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"stage-{stage.name}")
         self.heartbeat = time.monotonic()
+        self._lag_refreshed = 0.0
         self.health = HealthServer(self, settings.health_port) if health else None
+        self._trace: tracing.BatchTrace | None = None
 
     # --- lifecycle -------------------------------------------------------
     def stop(self) -> None:
@@ -140,6 +143,7 @@ class StageRunner:
                 ):
                     break
                 batch = self._next_batch()
+                self._refresh_lag()
                 if not batch:
                     if idle_timeout_s is not None and time.monotonic() - last_work > idle_timeout_s:
                         break
@@ -149,6 +153,11 @@ class StageRunner:
         finally:
             self._close()
         return self.stats
+
+    def _refresh_lag(self, every_s: float = 5.0) -> None:
+        if self.health is not None and time.monotonic() - self._lag_refreshed > every_s:
+            self._lag_refreshed = time.monotonic()
+            refresh_lag(self.consumer, self.stage.name)
 
     def _close(self) -> None:
         try:
@@ -237,6 +246,13 @@ class StageRunner:
         started = time.monotonic()
         self._revoked_during_batch = set()
         batch = [self._decode(m) for m in raw]
+        traced = [(_document(m), m.header(tracing.TRACEPARENT)) for m in batch]
+        with tracing.batch_spans(self.stage.name, self.input_topic, traced) as self._trace:
+            self._handle_decoded(batch, started)
+        self._trace = None
+
+    def _handle_decoded(self, batch: list[Incoming], started: float) -> None:
+        """Steps 2-6 of the module docstring, with retries; spans are opened around it."""
         backoff = self.settings.retry_backoff_initial_s
         attempt = 0
         while True:
@@ -267,6 +283,14 @@ class StageRunner:
         elapsed = time.monotonic() - started
         metrics.BATCH_SECONDS.labels(self.stage.name).observe(elapsed)
         self.stats.batches += 1
+        log.debug(
+            "batch_done",
+            stage=self.stage.name,
+            topic=self.input_topic,
+            messages=len(batch),
+            document_ids=sorted({d for d in map(_document, batch) if d})[:50],
+            elapsed_s=round(elapsed, 3),
+        )
 
     def _decode(self, msg: Message) -> Incoming:
         key, value = msg.key(), msg.value()
@@ -376,7 +400,12 @@ class StageRunner:
             doc = getattr(event.event, "document_id", None)
             if doc is not None and doc in {str(d) for d in failed_docs if d}:
                 continue
-            self.producer.send(event.topic, key=event.key, value=self.ctx.codec.encode(event.event))
+            self.producer.send(
+                event.topic,
+                key=event.key,
+                value=self.ctx.codec.encode(event.event),
+                headers=self._trace.header_for(doc) if self._trace is not None else None,
+            )
         for failure in out.failures:
             self.producer.send(
                 self.dlq_topic,
@@ -384,11 +413,12 @@ class StageRunner:
                 value=failure.message.value,
                 headers=self._dlq_headers(failure),
             )
+            m = failure.message
             log.warning(
                 "dead_lettered",
-                stage=self.stage.name,
-                where=failure.message.where,
-                document_id=str(failure.message.document_id),
+                **message_fields(
+                    self.stage.name, m.topic, m.partition, m.offset, m.document_id, m.job_id
+                ),
                 error_class=failure.error.error_class,
                 error=failure.error.message[:300],
             )
@@ -444,6 +474,10 @@ class StageRunner:
         finally:
             self.consumer.resume(self.consumer.assignment())
         return False
+
+
+def _document(m: Incoming) -> str | None:
+    return str(m.document_id) if m.document_id else None
 
 
 def _headers(msg: Message) -> list[tuple[str, bytes]]:

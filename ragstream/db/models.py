@@ -64,6 +64,9 @@ class Document(Base):
     )
     parser: Mapped[str] = mapped_column(Text, server_default="local")
     status: Mapped[str] = mapped_column(Text, index=True)
+    # A client's own name for the document; each new content under it is a new version.
+    external_id: Mapped[str | None] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, server_default="1", default=1)
     current_job_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     page_count: Mapped[int | None] = mapped_column(Integer)
     chunk_count: Mapped[int | None] = mapped_column(Integer)
@@ -173,3 +176,54 @@ class VectorBuffer(Lineage, Base):
     parser: Mapped[str] = mapped_column(Text)
     parser_version: Mapped[str] = mapped_column(Text)
     embedding: Mapped[list[float]] = mapped_column(Vector(VECTOR_DIMENSIONS))
+
+
+class LlamaParseJob(Lineage, Base):
+    """A parse handed to LlamaParse; its webhook and the poller both complete it, once."""
+
+    __tablename__ = "llamaparse_jobs"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)  # LlamaParse's job id
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, server_default="1")
+    status: Mapped[str] = mapped_column(Text, server_default="pending")
+    submitted_at: Mapped[datetime] = mapped_column(TZ)
+    callback_due_at: Mapped[datetime] = mapped_column(TZ)
+    last_polled_at: Mapped[datetime | None] = mapped_column(TZ)
+    received_at: Mapped[datetime | None] = mapped_column(TZ)
+    received_via: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[datetime | None] = mapped_column(TZ)
+    result_blob_sha256: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+
+
+class WebhookDelivery(Base):
+    """Webhook ids already accepted: the primary key makes a replay a no-op."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class EmbeddingCache(Base):
+    """A vector per (model, model version, text), so that identical texts are embedded once.
+
+    ``key`` is the sha256 of the three, like the blob store's content address;
+    the vector column has no fixed size because any model may be cached.
+    """
+
+    __tablename__ = "embedding_cache"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(Text)
+    model_version: Mapped[str] = mapped_column(Text)
+    text_sha256: Mapped[str] = mapped_column(String(64))
+    dimensions: Mapped[int] = mapped_column(Integer)
+    embedding: Mapped[list[float]] = mapped_column(Vector())
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from ragstream import state
@@ -77,4 +77,65 @@ def apply_transition(conn: Connection, t: Transition) -> bool:
     if state.is_terminal(t.status):
         job_values["finished_at"] = now
     conn.execute(update(Job).where(Job.id == (t.job_id or row.current_job_id)).values(**job_values))
+    if t.status is DocumentStatus.COMPLETE:
+        _retire_older_versions(conn, t.document_id)
     return True
+
+
+def _retire_older_versions(conn: Connection, document_id: uuid.UUID) -> None:
+    """A version that completes replaces the older ones in the same transaction.
+
+    Their chunks and vectors go with them (ON DELETE CASCADE), so search sees the
+    old version until this commits and the new one from then on, never both.
+    """
+    done = conn.execute(
+        select(Document.tenant, Document.external_id, Document.version).where(
+            Document.id == document_id
+        )
+    ).one()
+    if done.external_id is None:
+        return
+    conn.execute(
+        delete(Document).where(
+            Document.tenant == done.tenant,
+            Document.external_id == done.external_id,
+            Document.version < done.version,
+        )
+    )
+
+
+def reset_for_reprocess(
+    conn: Connection, document_id: uuid.UUID, job_id: uuid.UUID, stage: state.Stage
+) -> DocumentStatus:
+    """Send a complete or failed document back to the status before ``stage``, as job ``job_id``.
+
+    The state machine decides (:func:`state.reprocess`): a document still in
+    flight raises :class:`IllegalTransition`. Times and results of the stages
+    that will run again are cleared, so they never mix with the new run's.
+    """
+    current = conn.execute(
+        select(Document.status).where(Document.id == document_id).with_for_update()
+    ).scalar_one()
+    target = state.reprocess(current, stage)
+    now = func.statement_timestamp()
+    values: dict[str, Any] = {
+        "status": target.value,
+        "current_job_id": job_id,
+        "updated_at": now,
+        "failed_stage": None,
+        "error_class": None,
+        "error_message": None,
+        "embedding_model": None,
+        **{column: None for column in state.fields_to_clear_on_reset(target)},
+    }
+    if target is not DocumentStatus.CHUNKED:
+        values["chunk_count"] = None
+    conn.execute(update(Document).where(Document.id == document_id).values(**values))
+    conn.execute(
+        insert(Job)
+        .values(
+            id=job_id, document_id=document_id, kind="reprocess", from_stage=stage, status=target
+        )
+        .on_conflict_do_nothing(index_elements=[Job.id])
+    )
+    return target

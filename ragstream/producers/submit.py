@@ -12,16 +12,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from ragstream import ids, topology
+from ragstream import ids, topology, tracing
 from ragstream.db import blobs
 from ragstream.db.models import Document, Job
 from ragstream.parsing import sniff_content_type
 from ragstream.producers.producer import EventProducer
 from ragstream.schemas.codec import Codec
-from ragstream.schemas.events import DocumentUploaded
+from ragstream.schemas.events import PARSER_CHOICES, DocumentUploaded
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
 
@@ -33,6 +33,7 @@ class Submitted:
     created: bool  # False: the same content was already submitted
     status: str
     content_type: str
+    version: int = 1
 
 
 @dataclass
@@ -49,16 +50,26 @@ class Submitter:
         filename: str | None = None,
         tenant: str | None = None,
         metadata: dict[str, str] | None = None,
-        parser: str = "local",
+        parser: str | None = None,
+        external_id: str | None = None,
     ) -> Submitted:
-        """Store, record and publish one document; raises a RagstreamError for bad input."""
+        """Store, record and publish one document; raises a RagstreamError for bad input.
+
+        With ``external_id``, new content under an id already known becomes the
+        next version of that document; the current version stays searchable until
+        the new one is complete.
+        """
         tenant = tenant or self.settings.tenant
+        parser = parser or self.settings.default_parser
+        if parser not in PARSER_CHOICES:
+            raise ValueError(f"parser must be one of {sorted(PARSER_CHOICES)}, not {parser!r}")
         content_type = sniff_content_type(data, filename)  # unsupported or empty: refused here
         sha = blobs.sha256_of(data)
         document_id = ids.document_id(tenant, sha)
         job_id = ids.job_id(document_id, "upload")
         with self.engine.begin() as conn:
             conn.execute(blobs.put_statement(data))
+            version = 1 if external_id is None else _next_version(conn, tenant, external_id)
             inserted = conn.execute(
                 insert(Document)
                 .values(
@@ -73,6 +84,8 @@ class Submitter:
                     status=DocumentStatus.UPLOADED.value,
                     current_job_id=job_id,
                     uploaded_at=func.statement_timestamp(),
+                    external_id=external_id,
+                    version=version,
                 )
                 .on_conflict_do_nothing(index_elements=[Document.id])
                 .returning(Document.id)
@@ -90,9 +103,13 @@ class Submitter:
                     .on_conflict_do_nothing(index_elements=[Job.id])
                 )
             row = conn.execute(
-                select(Document.status, Document.current_job_id, Document.uploaded_at).where(
-                    Document.id == document_id
-                )
+                select(
+                    Document.status,
+                    Document.current_job_id,
+                    Document.uploaded_at,
+                    Document.parser,
+                    Document.version,
+                ).where(Document.id == document_id)
             ).one()
         current_job = row.current_job_id or job_id
         # A document still waiting in `uploaded` may never have had its event acknowledged
@@ -107,10 +124,12 @@ class Submitter:
                 size=len(data),
                 filename=filename,
                 metadata=metadata,
-                parser=parser,
+                parser=row.parser,
                 uploaded_at=row.uploaded_at,
             )
-        return Submitted(document_id, current_job, created, row.status, content_type)
+        return Submitted(
+            document_id, current_job, created, row.status, content_type, version=row.version
+        )
 
     def publish(
         self,
@@ -138,9 +157,29 @@ class Submitter:
             metadata=metadata or {},
             uploaded_at=uploaded_at,
         )
-        self.producer.send(
-            self.settings.topic(topology.UPLOADED),
-            key=str(document_id),
-            value=self.codec.encode(event),
+        # The trace starts here, or continues the caller's (an HTTP request's traceparent).
+        with tracing.span(
+            "upload",
+            kind=tracing.SpanKind.PRODUCER,
+            **{"ragstream.document_id": str(document_id), "ragstream.job_id": str(job_id)},
+        ):
+            self.producer.send(
+                self.settings.topic(topology.UPLOADED),
+                key=str(document_id),
+                value=self.codec.encode(event),
+                headers=tracing.header(),
+            )
+            self.producer.wait()
+
+
+def _next_version(conn: Connection, tenant: str, external_id: str) -> int:
+    """The version new content under ``external_id`` gets; serialised per external id."""
+    conn.execute(
+        select(func.pg_advisory_xact_lock(func.hashtextextended(f"{tenant}\x1f{external_id}", 0)))
+    )
+    latest = conn.execute(
+        select(func.max(Document.version)).where(
+            Document.tenant == tenant, Document.external_id == external_id
         )
-        self.producer.wait()
+    ).scalar_one()
+    return int(latest or 0) + 1

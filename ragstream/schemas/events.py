@@ -216,6 +216,29 @@ class ChunkEmbedded(Event):
             )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineAlert(Event):
+    """An alert of the monitor, opened or resolved; not a pipeline stage's event."""
+
+    SCHEMA_NAME: ClassVar[str] = "PipelineAlert"
+    _DATETIME_FIELDS: ClassVar[tuple[str, ...]] = ("first_seen_at", "emitted_at")
+
+    alert_id: str
+    kind: str
+    message: str
+    first_seen_at: datetime
+    stage: str | None = None
+    document_id: str | None = None
+    state: str = "open"
+    details: dict[str, str] = field(default_factory=dict)
+
+    def _check(self) -> None:
+        if self.state not in ("open", "resolved"):
+            raise ValueError(f"state must be open or resolved, not {self.state!r}")
+        if type(self.details) is not dict:
+            object.__setattr__(self, "details", dict(self.details))
+
+
 EVENT_TYPES: tuple[type[Event], ...] = (
     DocumentUploaded,
     DocumentParsed,
@@ -227,7 +250,12 @@ EVENT_TYPES: tuple[type[Event], ...] = (
 SCHEMA_NAMES: tuple[str, ...] = tuple(cls.SCHEMA_NAME for cls in EVENT_TYPES)
 """Short names; each is the stem of an ``.avsc`` file and of a ``history/`` folder."""
 
-EVENT_BY_SCHEMA: Mapping[str, type[Event]] = {cls.full_name(): cls for cls in EVENT_TYPES}
+MONITOR_EVENT_TYPES: tuple[type[Event], ...] = (PipelineAlert,)
+"""Events of the monitor; their schemas live beside the pipeline's but are not in its catalog."""
+
+EVENT_BY_SCHEMA: Mapping[str, type[Event]] = {
+    cls.full_name(): cls for cls in (*EVENT_TYPES, *MONITOR_EVENT_TYPES)
+}
 """Full Avro name (``ragstream.events.X``) to event class."""
 
 SCHEMA_BY_EVENT: Mapping[type[Event], str] = {cls: cls.full_name() for cls in EVENT_TYPES}

@@ -1,0 +1,109 @@
+"""The FastAPI application: ``create_app(settings)``, served by ``ragstream api`` (uvicorn)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from confluent_kafka import KafkaException
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ragstream.api import metrics
+from ragstream.api.routes import documents, health, jobs, search, webhooks
+from ragstream.api.services import Services
+from ragstream.errors import CorruptDocument, PermanentError, RagstreamError, UnsupportedDocument
+from ragstream.settings import Settings
+
+
+def create_app(settings: Settings, *, poller: bool = True) -> FastAPI:
+    """The API for ``settings``; start-up refuses a database not at the migration head.
+
+    ``poller`` runs the LlamaParse poller for overdue jobs in this process.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = Services.start(settings, poller=poller)
+        try:
+            yield
+        finally:
+            app.state.services.close()
+
+    app = FastAPI(
+        title="ragstream",
+        version="1",
+        summary="Document ingestion for retrieval-augmented generation on Apache Kafka.",
+        lifespan=lifespan,
+    )
+    for router in (documents.router, jobs.router, search.router, webhooks.router, health.router):
+        app.include_router(router)
+    _add_error_handlers(app, settings)
+    app.add_middleware(_Metrics)
+    return app
+
+
+def _unavailable(settings: Settings, what: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": f"{what} unavailable, nothing was changed; try again later"},
+        status_code=503,
+        headers={"Retry-After": str(settings.api_retry_after_s)},
+    )
+
+
+def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
+    """The one mapping of errors to HTTP answers; routes raise, they do not translate."""
+
+    @app.exception_handler(RagstreamError)
+    async def ragstream_error(request: Request, exc: RagstreamError) -> JSONResponse:
+        if exc.retryable:
+            return _unavailable(settings, "a dependency is")
+        if isinstance(exc, UnsupportedDocument):
+            return JSONResponse({"detail": exc.message}, status_code=415)
+        if isinstance(exc, CorruptDocument | PermanentError):
+            return JSONResponse({"detail": exc.message}, status_code=422)
+        return JSONResponse({"detail": exc.message}, status_code=500)
+
+    @app.exception_handler(OperationalError)
+    async def database_down(request: Request, exc: OperationalError) -> JSONResponse:
+        return _unavailable(settings, "the database is")
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return _unavailable(settings, "the database is")
+        raise exc
+
+    @app.exception_handler(KafkaException)
+    async def broker_down(request: Request, exc: KafkaException) -> JSONResponse:
+        return _unavailable(settings, "the broker is")
+
+
+class _Metrics:
+    """Counts and times every request by its route template (not its raw path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_see(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_see)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.REQUESTS.labels(route, scope["method"], str(status)).inc()
+            metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)

@@ -1,0 +1,249 @@
+"""Reprocessing and deleting a document: the database change first, then the events.
+
+Both refuse a document still in flight (409): a reprocess starts a new job only
+from ``complete`` or ``failed`` (the state machine's rule), and a delete never
+pulls rows from under a running stage.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import Connection, Row, delete, exists, func, select
+from sqlalchemy.orm import Session
+
+from ragstream import ids, state, topology
+from ragstream.api.services import Services
+from ragstream.consumers.chunk import chunk_created
+from ragstream.consumers.parse import parsed_event
+from ragstream.db import repository
+from ragstream.db.models import Blob, ChunkBuffer, Document, Job, ParseBuffer, VectorBuffer
+from ragstream.schemas.events import Event, utc_now
+from ragstream.state import DocumentStatus, Stage
+
+log = structlog.get_logger(__name__)
+
+
+class NotFound(Exception):
+    """No such document for this tenant."""
+
+
+class Conflict(Exception):
+    """The document's state does not allow this now."""
+
+
+@dataclass(frozen=True)
+class Reprocessed:
+    job_id: uuid.UUID
+    status: DocumentStatus
+    created: bool  # False: the same reprocess was already waiting; its event was sent again
+
+
+@dataclass(frozen=True)
+class Deleted:
+    chunks: int
+    vectors: int
+
+
+def _locked_document(
+    conn: Connection, tenant: str, document_id: uuid.UUID
+) -> Row[str, uuid.UUID | None, str]:
+    row = conn.execute(
+        select(Document.status, Document.current_job_id, Document.sha256)
+        .where(Document.id == document_id, Document.tenant == tenant)
+        .with_for_update()
+    ).one_or_none()
+    if row is None:
+        raise NotFound(str(document_id))
+    return row
+
+
+def reprocess(services: Services, tenant: str, document_id: uuid.UUID, stage: Stage) -> Reprocessed:
+    """Reset the document to the status before ``stage`` under a new job and re-emit its input.
+
+    Asked again while that reprocess still waits for its stage, it re-emits the
+    same event (same event id) instead of refusing, so a client whose first call
+    ended in a 503 can simply retry.
+    """
+    target = state.REPROCESS_RESETS_TO[stage]
+    with services.engine.begin() as conn:
+        document = _locked_document(conn, tenant, document_id)
+        if not state.is_terminal(document.status):
+            waiting = conn.execute(
+                select(Job.kind, Job.from_stage).where(Job.id == document.current_job_id)
+            ).one_or_none()
+            if not (
+                waiting is not None
+                and waiting.kind == "reprocess"
+                and waiting.from_stage == stage
+                and document.status == target
+            ):
+                raise Conflict(
+                    f"document is {document.status}; reprocess it once it is complete or failed"
+                )
+            job_id, created = document.current_job_id, False
+        else:
+            _require_input(conn, document_id, stage)
+            job_id, created = ids.job_id(document_id, f"reprocess:{uuid.uuid4()}"), True
+            conn.execute(delete(VectorBuffer).where(VectorBuffer.document_id == document_id))
+            if stage != "embed":
+                conn.execute(delete(ChunkBuffer).where(ChunkBuffer.document_id == document_id))
+            repository.reset_for_reprocess(conn, document_id, job_id, stage)
+        assert job_id is not None
+    _emit(services, document_id, job_id, stage)
+    log.info("reprocess", document_id=str(document_id), job_id=str(job_id), stage=stage)
+    return Reprocessed(job_id, target, created)
+
+
+def _require_input(conn: Connection, document_id: uuid.UUID, stage: Stage) -> None:
+    if stage == "chunk":
+        parsed = conn.execute(
+            select(exists().where(ParseBuffer.document_id == document_id))
+        ).scalar_one()
+        if not parsed:
+            raise Conflict("the document was never parsed; reprocess it from parse")
+    if stage == "embed":
+        chunked = conn.execute(
+            select(exists().where(ChunkBuffer.document_id == document_id))
+        ).scalar_one()
+        if not chunked:
+            raise Conflict("the document has no chunks; reprocess it from parse or chunk")
+
+
+def _emit(services: Services, document_id: uuid.UUID, job_id: uuid.UUID, stage: Stage) -> None:
+    """The event the stage reads, for the new job; the stage runs again from its stored input."""
+    settings = services.settings
+    with Session(services.engine) as session:
+        document = session.get_one(Document, document_id)
+        if stage == "parse":
+            with services.publish_lock:
+                services.submitter.publish(
+                    document_id,
+                    job_id,
+                    tenant=document.tenant,
+                    sha=document.sha256,
+                    size=document.size_bytes,
+                    filename=document.filename,
+                    metadata=document.metadata_,
+                    parser=document.parser,
+                    uploaded_at=document.uploaded_at,
+                )
+            return
+        if stage == "chunk":
+            parsed = session.execute(
+                select(ParseBuffer).where(ParseBuffer.document_id == document_id)
+            ).scalar_one()
+            events: list[tuple[str, str, Event]] = [
+                (
+                    topology.PARSED,
+                    str(document_id),
+                    parsed_event(
+                        document_id,
+                        job_id,
+                        document.tenant,
+                        text_blob_sha256=parsed.text_blob_sha256,
+                        content_type=parsed.content_type,
+                        parser=parsed.parser,
+                        parser_version=parsed.parser_version,
+                        block_count=parsed.block_count,
+                        page_count=parsed.page_count,
+                        parsed_at=document.parsed_at or utc_now(),
+                    ),
+                )
+            ]
+        else:
+            chunks = list(
+                session.execute(
+                    select(ChunkBuffer)
+                    .where(ChunkBuffer.document_id == document_id)
+                    .order_by(ChunkBuffer.chunk_index)
+                ).scalars()
+            )
+            now = utc_now()
+            events = [
+                (
+                    topology.CHUNKED,
+                    str(c.id),
+                    chunk_created(
+                        chunk_id=c.id,
+                        document_id=document_id,
+                        job_id=job_id,
+                        tenant=document.tenant,
+                        chunk_index=c.chunk_index,
+                        chunk_count=len(chunks),
+                        text=c.text,
+                        token_count=c.token_count,
+                        pages=c.pages,
+                        heading_path=c.heading_path,
+                        chunker_version=c.chunker_version,
+                        chunker_config_hash=c.chunker_config_hash,
+                        parser=c.parser,
+                        parser_version=c.parser_version,
+                        created_at=now,
+                    ),
+                )
+                for c in chunks
+            ]
+    with services.publish_lock:
+        for topic, key, event in events:
+            services.producer.send(settings.topic(topic), key, services.codec.encode(event))
+        services.producer.wait()
+
+
+def delete_document(services: Services, tenant: str, document_id: uuid.UUID) -> Deleted:
+    """Remove the document with its jobs, chunks and vectors, then tombstone its keys.
+
+    Blobs go too when no other document or parse result refers to them (the
+    store is content-addressed, so another tenant may hold the same bytes).
+    """
+    with services.engine.begin() as conn:
+        document = _locked_document(conn, tenant, document_id)
+        if not state.is_terminal(document.status):
+            raise Conflict(
+                f"document is {document.status}; delete it once it is complete or failed"
+            )
+        chunk_ids = list(
+            conn.execute(
+                select(ChunkBuffer.id).where(ChunkBuffer.document_id == document_id)
+            ).scalars()
+        )
+        vectors = conn.execute(
+            select(func.count())
+            .select_from(VectorBuffer)
+            .where(VectorBuffer.document_id == document_id)
+        ).scalar_one()
+        texts = set(
+            conn.execute(
+                select(ParseBuffer.text_blob_sha256).where(ParseBuffer.document_id == document_id)
+            ).scalars()
+        )
+        upload_sha = document.sha256
+        conn.execute(delete(Document).where(Document.id == document_id))
+        still_used = set(
+            conn.execute(select(Document.sha256).where(Document.sha256 == upload_sha)).scalars()
+        ) | set(
+            conn.execute(
+                select(ParseBuffer.text_blob_sha256).where(
+                    ParseBuffer.text_blob_sha256.in_(texts | {upload_sha})
+                )
+            ).scalars()
+        )
+        unused = ({upload_sha} | texts) - still_used
+        if unused:
+            conn.execute(delete(Blob).where(Blob.sha256.in_(unused)))
+    _tombstones(services, document_id, chunk_ids)
+    log.info("deleted", document_id=str(document_id), chunks=len(chunk_ids), vectors=vectors)
+    return Deleted(chunks=len(chunk_ids), vectors=int(vectors))
+
+
+def _tombstones(services: Services, document_id: uuid.UUID, chunk_ids: list[uuid.UUID]) -> None:
+    """A null value for every key the document had, so compacted topics forget it."""
+    settings = services.settings
+    with services.publish_lock:
+        for topic in (topology.UPLOADED, topology.PARSED, topology.EMBEDDED):
+            services.producer.send(settings.topic(topic), str(document_id), None)
+        for chunk_id in chunk_ids:
+            services.producer.send(settings.topic(topology.CHUNKED), str(chunk_id), None)
+        services.producer.wait()

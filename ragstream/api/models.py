@@ -1,0 +1,168 @@
+"""What the API reads and answers: ``XCreate`` for request bodies, ``XPublic`` for answers."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragstream.search import MAX_K
+
+T = TypeVar("T")
+ReprocessStage = Literal["parse", "chunk", "embed"]
+
+
+class ErrorPublic(BaseModel):
+    detail: str
+
+
+class ErrorInfo(BaseModel):
+    """Why a document failed: where, what kind of error, and its message."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    stage: str | None
+    error_class: str | None = Field(serialization_alias="class")
+    message: str | None
+
+
+class DocumentAccepted(BaseModel):
+    document_id: uuid.UUID
+    job_id: uuid.UUID
+    created: bool = Field(description="False when the same content was submitted before.")
+    status: str
+    content_type: str
+    filename: str | None
+    external_id: str | None
+    version: int
+    status_url: str = Field(description="Where the job's progress is (GET).")
+    document_url: str
+
+
+class UploadPublic(BaseModel):
+    documents: list[DocumentAccepted]
+
+
+class VersionPublic(BaseModel):
+    document_id: uuid.UUID
+    version: int
+    status: str
+    current: bool = Field(description="True for the version search returns.")
+
+
+class StageTiming(BaseModel):
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+
+
+class JobPublic(BaseModel):
+    job_id: uuid.UUID
+    document_id: uuid.UUID
+    kind: str
+    from_stage: str
+    status: str
+    current_stage: str | None = Field(description="The stage working or next to work; None at end.")
+    chunks_total: int | None = Field(description="Known once the document is chunked.")
+    chunks_embedded: int
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    stages: dict[str, StageTiming]
+    timestamps: dict[str, datetime | None]
+    error: ErrorInfo | None
+    versions: list[VersionPublic] = Field(
+        description="With an external_id: every version of the document, current or in flight."
+    )
+
+
+class DocumentPublic(BaseModel):
+    document_id: uuid.UUID
+    filename: str | None
+    content_type: str | None
+    size_bytes: int
+    sha256: str
+    metadata: dict[str, str]
+    parser: str
+    status: str
+    external_id: str | None
+    version: int
+    current_job_id: uuid.UUID | None
+    page_count: int | None
+    chunk_count: int | None
+    embedding_model: str | None
+    error: ErrorInfo | None
+    uploaded_at: datetime
+    completed_at: datetime | None
+    failed_at: datetime | None
+    updated_at: datetime
+    status_url: str | None
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+class ChunkPublic(BaseModel):
+    chunk_id: uuid.UUID
+    chunk_index: int
+    text: str
+    token_count: int
+    pages: list[int]
+    heading_path: list[str]
+
+
+class SearchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(min_length=1, max_length=4000)
+    k: int = Field(5, ge=1, le=MAX_K)
+    document_ids: list[uuid.UUID] | None = Field(None, max_length=1000)
+    metadata: dict[str, str] | None = Field(
+        None, description="Only documents whose metadata has all these key/values."
+    )
+
+
+class SearchHitPublic(BaseModel):
+    score: float = Field(description="Cosine similarity, 1 = same direction.")
+    chunk_id: uuid.UUID
+    document_id: uuid.UUID
+    chunk_index: int
+    text: str
+    pages: list[int]
+    heading_path: list[str]
+    filename: str | None
+    external_id: str | None
+
+
+class SearchPublic(BaseModel):
+    model: str
+    hits: list[SearchHitPublic]
+
+
+class ReprocessPublic(BaseModel):
+    document_id: uuid.UUID
+    job_id: uuid.UUID
+    from_stage: ReprocessStage
+    status: str
+    status_url: str
+
+
+class DeletedPublic(BaseModel):
+    document_id: uuid.UUID
+    chunks_deleted: int
+    vectors_deleted: int
+
+
+class WebhookAck(BaseModel):
+    outcome: str
+
+
+class HealthPublic(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,111 @@
+"""``/v1/jobs/{job_id}``: where a job is, counted from the buffer tables."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from fastapi import APIRouter, HTTPException
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ragstream.api.deps import ServicesDep, TenantDep
+from ragstream.api.models import ErrorInfo, ErrorPublic, JobPublic, StageTiming, VersionPublic
+from ragstream.db.models import ChunkBuffer, Document, Job, VectorBuffer
+from ragstream.state import STATUS_TIMESTAMP_FIELD, DocumentStatus
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_S = DocumentStatus
+# The stage working on (or next to work on) a document in each status.
+_STAGE_OF: dict[str, str] = {
+    _S.UPLOADED: "parse",
+    _S.PARSING: "parse",
+    _S.PARSED: "chunk",
+    _S.CHUNKING: "chunk",
+    _S.CHUNKED: "embed",
+    _S.EMBEDDING: "embed",
+}
+# Each stage's start and end, as status timestamp columns of the document.
+_STAGE_SPAN = {
+    "parse": ("parsing_started_at", "parsed_at"),
+    "chunk": ("chunking_started_at", "chunked_at"),
+    "embed": ("embedding_started_at", "completed_at"),
+}
+
+
+def _timing(start: datetime | None, end: datetime | None) -> StageTiming:
+    duration = (end - start).total_seconds() if start and end else None
+    return StageTiming(started_at=start, finished_at=end, duration_s=duration)
+
+
+@router.get("/{job_id}", responses={401: {"model": ErrorPublic}, 404: {"model": ErrorPublic}})
+def get_job(job_id: uuid.UUID, services: ServicesDep, tenant: TenantDep) -> JobPublic:
+    """Status, stage, chunk counts, per-stage times and the error of one job."""
+    with Session(services.engine) as conn:
+        found = conn.execute(
+            select(Job, Document)
+            .join(Document, Document.id == Job.document_id)
+            .where(Job.id == job_id, Document.tenant == tenant)
+        ).one_or_none()
+        if found is None:
+            raise HTTPException(404, "no such job")
+        job, document = found.tuple()
+        current = document.current_job_id == job.id
+        chunks = conn.execute(
+            select(func.count())
+            .select_from(ChunkBuffer)
+            .where(ChunkBuffer.document_id == document.id)
+        ).scalar_one()
+        embedded = conn.execute(
+            select(func.count())
+            .select_from(VectorBuffer)
+            .where(VectorBuffer.document_id == document.id, VectorBuffer.job_id == job.id)
+        ).scalar_one()
+        versions = (
+            conn.execute(
+                select(Document.id, Document.version, Document.status)
+                .where(Document.tenant == tenant, Document.external_id == document.external_id)
+                .order_by(Document.version)
+            ).all()
+            if document.external_id is not None
+            else []
+        )
+    times = {
+        column: getattr(document, column) if current else None
+        for column in STATUS_TIMESTAMP_FIELD.values()
+    }
+    stages = {name: _timing(times[a], times[b]) for name, (a, b) in _STAGE_SPAN.items()}
+    stages["total"] = _timing(times["uploaded_at"], times["completed_at"] or times["failed_at"])
+    failed = current and document.status == _S.FAILED
+    return JobPublic(
+        job_id=job.id,
+        document_id=document.id,
+        kind=job.kind,
+        from_stage=job.from_stage,
+        status=job.status,
+        current_stage=_STAGE_OF.get(document.status) if current else None,
+        chunks_total=chunks if current and document.chunk_count is not None else None,
+        chunks_embedded=embedded,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
+        stages=stages,
+        timestamps=times,
+        error=ErrorInfo(
+            stage=document.failed_stage,
+            error_class=document.error_class,
+            message=document.error_message,
+        )
+        if failed
+        else None,
+        versions=[
+            VersionPublic(
+                document_id=v.id,
+                version=v.version,
+                status=v.status,
+                current=v.status == _S.COMPLETE,
+            )
+            for v in versions
+        ],
+    )

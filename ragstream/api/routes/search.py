@@ -1,0 +1,42 @@
+"""``/v1/search``: the query embedded with the configured model, cosine top-k."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ragstream import search as searching
+from ragstream.api.deps import ServicesDep, TenantDep
+from ragstream.api.models import ErrorPublic, SearchCreate, SearchHitPublic, SearchPublic
+
+router = APIRouter(prefix="/v1/search", tags=["search"])
+
+
+@router.post("", responses={401: {"model": ErrorPublic}, 503: {"model": ErrorPublic}})
+def search(body: SearchCreate, services: ServicesDep, tenant: TenantDep) -> SearchPublic:
+    """The chunks of the tenant's complete documents closest to ``query``, best first."""
+    hits = searching.search(
+        services.engine,
+        services.embedder,
+        body.query,
+        tenant=tenant,
+        k=body.k,
+        document_ids=body.document_ids,
+        metadata=body.metadata,
+    )
+    return SearchPublic(
+        model=services.embedder.name,
+        hits=[
+            SearchHitPublic(
+                score=h.score,
+                chunk_id=h.chunk_id,
+                document_id=h.document_id,
+                chunk_index=h.chunk_index,
+                text=h.text,
+                pages=list(h.pages),
+                heading_path=list(h.heading_path),
+                filename=h.filename,
+                external_id=h.external_id,
+            )
+            for h in hits
+        ],
+    )

@@ -1,0 +1,324 @@
+"""The monitor's tables (migration 0004): written by the monitor, read by the API and the CLI."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    UUID,
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    case,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
+
+from ragstream.monitor.logic import ONE_OFF_KINDS, Alert, AlertKind, StageHealth, WaitState
+from ragstream.monitor.logic import wait_state as compute_wait_state
+from ragstream.state import DocumentStatus
+
+TZ = DateTime(timezone=True)
+metadata = MetaData()
+
+alerts = Table(
+    "monitor_alerts",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("stage", Text),
+    Column("document_id", UUID(as_uuid=True)),
+    Column("message", Text, nullable=False),
+    Column("details", JSONB, nullable=False, server_default="{}"),
+    Column("occurrences", Integer, nullable=False, server_default="1"),
+    Column("first_seen_at", TZ, nullable=False, server_default=func.now()),
+    Column("last_seen_at", TZ, nullable=False, server_default=func.now()),
+    Column("resolved_at", TZ),
+)
+
+stages = Table(
+    "monitor_stages",
+    metadata,
+    Column("stage", Text, primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("reason", Text),
+    Column("lag", BigInteger, nullable=False),
+    Column("members", Integer, nullable=False),
+    Column("processed_per_min", Float, nullable=False),
+    Column("arrivals_per_min", Float, nullable=False),
+    Column("dlq_messages", BigInteger, nullable=False),
+    Column("partitions", JSONB, nullable=False, server_default="{}"),
+    Column("last_progress_at", TZ),
+    Column("updated_at", TZ, nullable=False, server_default=func.now()),
+)
+
+waiting = Table(
+    "monitor_waiting",
+    metadata,
+    Column("document_id", UUID(as_uuid=True), primary_key=True),
+    Column("stage", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("since", TZ, nullable=False),
+    Column("updated_at", TZ, nullable=False, server_default=func.now()),
+)
+
+# The stage a document in each status waits for (status -> stage).
+STAGE_OF_STATUS = {
+    DocumentStatus.UPLOADED: "parse",
+    DocumentStatus.PARSING: "parse",
+    DocumentStatus.PARSED: "chunk",
+    DocumentStatus.CHUNKING: "chunk",
+    DocumentStatus.CHUNKED: "embed",
+    DocumentStatus.EMBEDDING: "embed",
+}
+
+
+def _uuid(value: str | None) -> uuid.UUID | None:
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+# --- alerts ---------------------------------------------------------------------------
+
+
+def open_alerts(conn: Connection, raised: Sequence[Alert]) -> list[Alert]:
+    """Record alerts; returns those that were not open before (new, or back after resolving)."""
+    unique = {a.id: a for a in raised}
+    if not unique:
+        return []
+    already = set(
+        conn.execute(
+            select(alerts.c.id)
+            .where(alerts.c.id.in_(list(unique)), alerts.c.resolved_at.is_(None))
+            .with_for_update()
+        ).scalars()
+    )
+    now = func.statement_timestamp()
+    stmt = insert(alerts).values(
+        [
+            {
+                "id": alert_id,
+                "kind": a.kind.value,
+                "stage": a.stage,
+                "document_id": _uuid(a.document_id),
+                "message": a.message,
+                "details": dict(a.details),
+                "first_seen_at": now,
+                "last_seen_at": now,
+            }
+            for alert_id, a in unique.items()
+        ]
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[alerts.c.id],
+            set_={
+                "message": stmt.excluded.message,
+                "details": stmt.excluded.details,
+                "last_seen_at": now,
+                "occurrences": alerts.c.occurrences + 1,
+                # a resolved alert that comes back starts a new episode
+                "first_seen_at": case(
+                    (alerts.c.resolved_at.is_(None), alerts.c.first_seen_at), else_=now
+                ),
+                "resolved_at": None,
+            },
+        )
+    )
+    return [a for alert_id, a in unique.items() if alert_id not in already]
+
+
+def resolve_alerts(
+    conn: Connection, kind: AlertKind, still_active: Iterable[uuid.UUID]
+) -> list[dict[str, Any]]:
+    """Close the open alerts of ``kind`` whose condition is gone; returns the closed rows."""
+    keep = list(still_active)
+    condition = and_(alerts.c.kind == kind.value, alerts.c.resolved_at.is_(None))
+    if keep:
+        condition = and_(condition, alerts.c.id.not_in(keep))
+    rows = conn.execute(
+        update(alerts)
+        .where(condition)
+        .values(resolved_at=func.statement_timestamp())
+        .returning(*alerts.c)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def expire_one_off_alerts(conn: Connection, open_for_s: float) -> list[dict[str, Any]]:
+    """One-off alerts (a DLQ record, a bad timestamp) close after ``open_for_s``."""
+    cutoff = func.statement_timestamp() - timedelta(seconds=open_for_s)
+    rows = conn.execute(
+        update(alerts)
+        .where(
+            alerts.c.kind.in_([k.value for k in ONE_OFF_KINDS]),
+            alerts.c.resolved_at.is_(None),
+            alerts.c.last_seen_at < cutoff,
+        )
+        .values(resolved_at=func.statement_timestamp())
+        .returning(*alerts.c)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def list_alerts(
+    conn: Connection, *, include_resolved_s: float = 24 * 3600, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Open alerts and those resolved in the last ``include_resolved_s``, newest first."""
+    cutoff = func.statement_timestamp() - timedelta(seconds=include_resolved_s)
+    rows = conn.execute(
+        select(alerts)
+        .where((alerts.c.resolved_at.is_(None)) | (alerts.c.resolved_at >= cutoff))
+        .order_by(alerts.c.resolved_at.is_(None).desc(), alerts.c.last_seen_at.desc())
+        .limit(limit)
+    ).mappings()
+    return [alert_json(dict(r)) for r in rows]
+
+
+def alert_json(row: dict[str, Any]) -> dict[str, Any]:
+    def when(value: datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "id": str(row["id"]),
+        "kind": row["kind"],
+        "state": "open" if row["resolved_at"] is None else "resolved",
+        "stage": row["stage"],
+        "document_id": str(row["document_id"]) if row["document_id"] else None,
+        "message": row["message"],
+        "details": row["details"],
+        "occurrences": row["occurrences"],
+        "first_seen": when(row["first_seen_at"]),
+        "last_seen": when(row["last_seen_at"]),
+        "resolved": when(row["resolved_at"]),
+    }
+
+
+def open_counts(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(
+        select(alerts.c.kind, func.count())
+        .where(alerts.c.resolved_at.is_(None))
+        .group_by(alerts.c.kind)
+    )
+    return {kind: int(n) for kind, n in rows}
+
+
+# --- stages and waiting documents --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageRow:
+    health: StageHealth
+    arrivals_per_min: float
+    dlq_messages: int
+    committed: dict[int, int]
+    end: dict[int, int]
+
+
+def save_stages(conn: Connection, rows: Sequence[StageRow]) -> None:
+    if not rows:
+        return
+    stmt = insert(stages).values(
+        [
+            {
+                "stage": r.health.stage,
+                "state": r.health.state.value,
+                "reason": r.health.reason,
+                "lag": r.health.lag,
+                "members": r.health.members,
+                "processed_per_min": r.health.processed_per_min,
+                "arrivals_per_min": r.arrivals_per_min,
+                "dlq_messages": r.dlq_messages,
+                "partitions": {
+                    str(p): {"committed": r.committed.get(p, -1), "end": end}
+                    for p, end in r.end.items()
+                },
+                "last_progress_at": r.health.last_progress_at,
+                "updated_at": func.statement_timestamp(),
+            }
+            for r in rows
+        ]
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[stages.c.stage],
+            set_={c.name: stmt.excluded[c.name] for c in stages.c if c.name != "stage"},
+        )
+    )
+
+
+def stage_rows(conn: Connection) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute(select(stages).order_by(stages.c.stage)).mappings()]
+
+
+def save_waiting(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Where waiting documents sit: (document_id, stage, partition, offset, since)."""
+    unique = {r["document_id"]: r for r in rows}
+    if not unique:
+        return
+    stmt = insert(waiting).values(list(unique.values()))
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[waiting.c.document_id],
+            set_={
+                "stage": stmt.excluded.stage,
+                "partition": stmt.excluded.partition,
+                "offset": stmt.excluded.offset,
+                "since": stmt.excluded.since,
+                "updated_at": func.statement_timestamp(),
+            },
+        )
+    )
+
+
+def forget_waiting(conn: Connection, document_ids: Iterable[uuid.UUID]) -> None:
+    done = list(document_ids)
+    if done:
+        conn.execute(delete(waiting).where(waiting.c.document_id.in_(done)))
+
+
+def document_wait(conn: Connection, document_id: uuid.UUID, status: str) -> WaitState | None:
+    """Queued or stalled, for a document in ``status``; None once it is finished.
+
+    For the job status API: ``document_wait(conn, id, doc.status)``.
+    """
+    stage = STAGE_OF_STATUS.get(DocumentStatus(status))
+    if stage is None:
+        return None
+    spot = conn.execute(
+        select(waiting.c.partition, waiting.c.offset).where(
+            waiting.c.document_id == document_id, waiting.c.stage == stage
+        )
+    ).one_or_none()
+    row = conn.execute(select(stages).where(stages.c.stage == stage)).mappings().one_or_none()
+    committed = (
+        {p: int(v["committed"]) for p, v in row["partitions"].items()} if row is not None else None
+    )
+    return compute_wait_state(
+        stage,
+        spot.partition if spot else None,
+        spot.offset if spot else None,
+        row["state"] if row else None,
+        row["reason"] if row else None,
+        committed,
+        float(row["processed_per_min"]) if row else 0.0,
+    )

@@ -1,0 +1,97 @@
+"""Semantic search: the query's vector against the stored chunks, cosine top-k.
+
+Only ``complete`` documents of the caller's tenant are searched, and only
+vectors of the embedding model that embeds the query: vectors of different
+models are never compared. The HTTP API and ``ragstream search`` both call
+:func:`search`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, select, text
+
+from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
+from ragstream.embedding import Embedder
+from ragstream.state import DocumentStatus
+
+MAX_K = 100
+
+
+@dataclass(frozen=True)
+class Hit:
+    score: float
+    chunk_id: uuid.UUID
+    document_id: uuid.UUID
+    chunk_index: int
+    text: str
+    pages: tuple[int, ...]
+    heading_path: tuple[str, ...]
+    filename: str | None
+    external_id: str | None
+
+
+def search(
+    engine: Engine,
+    embedder: Embedder,
+    query: str,
+    *,
+    tenant: str,
+    k: int = 5,
+    document_ids: Sequence[uuid.UUID] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> list[Hit]:
+    """The ``k`` chunks closest to ``query`` (cosine), best first; score = cosine similarity."""
+    if not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be between 1 and {MAX_K}, not {k}")
+    (vector,) = embedder.embed([query])
+    distance = VectorBuffer.embedding.cosine_distance(list(vector))
+    stmt = (
+        select(
+            (1 - distance).label("score"),
+            ChunkBuffer.id,
+            ChunkBuffer.document_id,
+            ChunkBuffer.chunk_index,
+            ChunkBuffer.text,
+            ChunkBuffer.pages,
+            ChunkBuffer.heading_path,
+            Document.filename,
+            Document.external_id,
+        )
+        .select_from(VectorBuffer)
+        .join(ChunkBuffer, ChunkBuffer.id == VectorBuffer.chunk_id)
+        .join(Document, Document.id == VectorBuffer.document_id)
+        .where(
+            Document.tenant == tenant,
+            Document.status == DocumentStatus.COMPLETE.value,
+            VectorBuffer.model == embedder.name,
+        )
+        .order_by(distance)
+        .limit(k)
+    )
+    if document_ids is not None:
+        stmt = stmt.where(Document.id.in_(list(document_ids)))
+    if metadata:
+        stmt = stmt.where(Document.metadata_.contains(dict(metadata)))
+    with engine.begin() as conn:
+        # Filters are applied while the HNSW index is walked, not after it, so a
+        # selective filter still returns k hits (pgvector >= 0.8).
+        conn.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
+        rows = conn.execute(stmt).all()
+    return [
+        Hit(
+            score=float(r.score),
+            chunk_id=r.id,
+            document_id=r.document_id,
+            chunk_index=r.chunk_index,
+            text=r.text,
+            pages=tuple(r.pages),
+            heading_path=tuple(r.heading_path),
+            filename=r.filename,
+            external_id=r.external_id,
+        )
+        for r in rows
+    ]
