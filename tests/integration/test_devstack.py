@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,8 +19,17 @@ from ragstream.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-def test_devstack_restart_keeps_topics_and_rows(tmp_path: Path) -> None:
-    base = Settings(data_dir=tmp_path / "stack", partitions=1)
+@pytest.fixture
+def stack_dir() -> Iterator[Path]:
+    """Outside pytest's own temp root: pytest resets that root to mode 0700, which would
+    lock out the server's system user when tests run as root."""
+    path = Path(tempfile.mkdtemp(prefix="ragstream-devstack-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_devstack_restart_keeps_topics_and_rows(stack_dir: Path) -> None:
+    base = Settings(data_dir=stack_dir, partitions=1)
     stack = Devstack(base)
     addresses = stack.up()
     settings = base.model_copy(
