@@ -12,6 +12,7 @@ a migrated template), so tests never see each other's data.
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -92,6 +93,7 @@ def stack() -> Iterator[Stack]:
         found = _native(data_dir)
     _prepare_template(found.database_url)
     yield found
+    gc.collect()  # close the clients tests left behind before their broker goes away
     for stop in found.teardown:
         stop()
     shutil.rmtree(data_dir, ignore_errors=True)
