@@ -109,9 +109,16 @@ def worker(stage: Annotated[str, typer.Argument(help="parse, chunk, embed or fin
         console.print(f"[red]unknown stage {stage!r}; one of {', '.join(STAGE_NAMES)}[/red]")
         raise typer.Exit(2)
     configure_logging()
-    runner = build_runner(_resolved(), stage, health=True)
+    settings = _resolved()
+    from ragstream import tracing
+
+    tracing.setup(settings, f"ragstream-{stage}")
+    runner = build_runner(settings, stage, health=True)
     runner.install_signal_handlers()
-    runner.run()
+    try:
+        runner.run()
+    finally:
+        tracing.shutdown()
 
 
 @app.command(hidden=True)
@@ -178,6 +185,10 @@ def up(
     console.print(f"workers    parse, chunk, embed, finalize x{workers} (supervisor pid {pid})")
     console.print(f"embedder   {embedder}")
     console.print(f"logs       {settings.data_dir / 'logs'}")
+    if "monitor" in roles:
+        console.print(f"monitor    metrics on :{settings.monitor_metrics_port}/metrics")
+    if "api" in roles:
+        console.print(f"dashboard  http://127.0.0.1:{settings.api_port}/dashboard")
     if ingest_path:
         _ingest(settings, ingest_path, wait=wait, timeout=timeout, as_json=False)
 
@@ -251,14 +262,35 @@ def _ingest(
 
 @app.command()
 def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Documents by status and each stage's consumer lag."""
+    """Documents by status, each stage's consumer lag, and each embedding model's coverage."""
     from ragstream.db.engine import make_engine
+    from ragstream.ops.reembed import coverage
     from ragstream.progress import stage_lag, status_counts
 
     settings = _resolved()
-    documents, lag = status_counts(make_engine(settings)), stage_lag(settings)
+    engine = make_engine(settings)
+    documents, lag = status_counts(engine), stage_lag(settings)
+    models = coverage(engine)
     if as_json:
-        print(json.dumps({"documents": documents, "lag": lag, "kafka": settings.bootstrap}))
+        print(
+            json.dumps(
+                {
+                    "documents": documents,
+                    "lag": lag,
+                    "kafka": settings.bootstrap,
+                    "embedding_models": [
+                        {
+                            "model": m.model,
+                            "state": m.state,
+                            "vectors": m.vectors,
+                            "chunks": m.chunks,
+                            "coverage_percent": round(m.percent, 2),
+                        }
+                        for m in models
+                    ],
+                }
+            )
+        )
         return
     table = Table("status", "documents")
     for name, count in sorted(documents.items()):
@@ -268,6 +300,341 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     for name, count in lag.items():
         lags.add_row(name, str(count))
     Console().print(lags)
+    per_model = Table("embedding model", "state", "vectors / chunks of complete documents")
+    for m in models:
+        per_model.add_row(m.model, m.state or "-", f"{m.vectors} / {m.chunks} ({m.percent:.1f}%)")
+    Console().print(per_model)
+
+
+@app.command()
+def monitor() -> None:
+    """Watch every stage topic and DLQ; raise alerts (`ragstream up` runs it)."""
+    from ragstream import tracing
+    from ragstream.db.engine import make_engine
+    from ragstream.db.migrate import require_head
+    from ragstream.logs import configure_logging
+    from ragstream.monitor.app import Monitor
+
+    configure_logging()
+    settings = _resolved()
+    tracing.setup(settings, "ragstream-monitor")
+    engine = make_engine(settings)
+    require_head(engine)
+    Monitor(settings, engine=engine).run()
+
+
+@app.command()
+def alerts(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the alerts as JSON.")] = False,
+    hours: Annotated[float, typer.Option(help="Also show alerts resolved this recently.")] = 24,
+) -> None:
+    """Open alerts, and those resolved recently (the monitor raises them)."""
+    from ragstream.db.engine import make_engine
+    from ragstream.monitor import store
+
+    engine = make_engine(_resolved())
+    with engine.connect() as conn:
+        found = store.list_alerts(conn, include_resolved_s=hours * 3600)
+    if as_json:
+        print(json.dumps({"alerts": found}, indent=2))
+        return
+    table = Table("state", "kind", "stage", "document", "first seen", "message")
+    for a in found:
+        table.add_row(
+            a["state"],
+            a["kind"],
+            a["stage"] or "-",
+            a["document_id"] or "-",
+            (a["first_seen"] or "")[:19],
+            a["message"],
+        )
+    Console().print(table)
+    opened = sum(1 for a in found if a["state"] == "open")
+    Console().print(f"{opened} open, {len(found) - opened} resolved in the last {hours:g}h")
+
+
+@app.command()
+def bench(
+    docs: Annotated[int, typer.Option(help="Documents in the corpus.")] = 30,
+    embedder: Annotated[str, typer.Option(help="Embedding backend: hash or minilm.")] = "minilm",
+    workers_per_stage: Annotated[int, typer.Option(help="Workers per stage, main run.")] = 1,
+    scaling: Annotated[
+        str, typer.Option(help="Workers per stage of the scaling runs, e.g. 1,2 (empty: none).")
+    ] = "1,2",
+    seed: Annotated[int, typer.Option(help="Corpus seed.")] = 0,
+    max_doc_mb: Annotated[float, typer.Option(help="Size of the largest document.")] = 2.0,
+    peer: Annotated[bool, typer.Option(help="Run the LlamaIndex peer.")] = True,
+    memory_pdf_pages: Annotated[int, typer.Option(help="Pages of the long PDF (0: none).")] = 200,
+    memory_text_mb: Annotated[float, typer.Option(help="Size of the big text (0: none).")] = 50.0,
+    latency_docs: Annotated[int, typer.Option(help="Single 10 KB documents timed.")] = 10,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write bench.json and bench.md in this directory.")
+    ] = None,
+    keep: Annotated[
+        Path | None, typer.Option(help="Keep the corpus and worker logs in this directory.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+) -> None:
+    """Measure the pipeline beside its limits and a peer, in one run (see bench/README.md)."""
+    from ragstream.benchmark import BenchOptions, markdown, run_bench
+
+    if embedder not in ("hash", "minilm"):
+        console.print(f"[red]--embedder is hash or minilm, not {embedder!r}[/red]")
+        raise typer.Exit(2)
+    base = _settings()
+    if base.kafka_bootstrap is None or base.database_url is None:
+        try:
+            Devstack(base).up()
+        except DevstackError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    options = BenchOptions(
+        docs=docs,
+        embedder="minilm" if embedder == "minilm" else "hash",
+        workers_per_stage=workers_per_stage,
+        scaling=tuple(int(k) for k in scaling.split(",") if k.strip()),
+        seed=seed,
+        max_doc_mb=max_doc_mb,
+        peer=peer,
+        memory_pdf_pages=memory_pdf_pages,
+        memory_text_mb=memory_text_mb,
+        latency_docs=latency_docs,
+        keep=keep,
+    )
+    report = run_bench(resolve_addresses(base), options, lambda m: console.print(m, markup=False))
+    table = markdown(report)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "bench.md").write_text(table)
+    print(json.dumps(report, indent=2) if as_json else table)
+
+
+# --- replay, re-embedding and the dead-letter topics --------------------------
+
+dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter topics: list, show, replay.")
+app.add_typer(dlq_app, name="dlq")
+
+
+def _refused(exc: Exception, code: int = 1) -> typer.Exit:
+    console.print(f"[red]{exc}[/red]", markup=True, highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def replay(
+    stage: Annotated[str, typer.Option(help="The stage to replay: parse, chunk, embed, finalize.")],
+    start: Annotated[
+        str,
+        typer.Option(
+            "--from", help="earliest, an ISO-8601 time, or partition:offset pairs (0:12,1:40)."
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the offsets it would set; change nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Reset a stage's consumer group so it reads its topic again (its workers must be stopped)."""
+    from ragstream.errors import RagstreamError
+    from ragstream.ops import replay as replays
+
+    settings = _resolved()
+    try:
+        plan = replays.plan(settings, stage, replays.parse_start(start))
+    except replays.BadReplayStart as exc:
+        raise _refused(exc, 2) from None
+    except RagstreamError as exc:
+        raise _refused(exc) from None
+    if as_json:
+        rows = [
+            {
+                "partition": p.partition,
+                "current": p.state.committed,
+                "new": p.new,
+                "end": p.state.high,
+                "reprocess": p.reprocess,
+            }
+            for p in plan.partitions
+        ]
+        print(json.dumps({"group": plan.group, "topic": plan.topic, "partitions": rows}))
+    else:
+        table = Table("partition", "current", "new", "end", "to reprocess")
+        for p in plan.partitions:
+            current = "-" if p.state.committed is None else str(p.state.committed)
+            table.add_row(
+                str(p.partition), current, str(p.new), str(p.state.high), str(p.reprocess)
+            )
+        Console().print(table)
+    verb = "would reprocess" if dry_run else "reprocesses"
+    console.print(
+        f"{plan.group} on {plan.topic} from {plan.start.describe()}: "
+        f"{verb} {plan.reprocess} message(s)",
+        markup=False,
+    )
+    if dry_run:
+        if plan.members:
+            refusal = replays.GroupHasMembers(plan.group, plan.stage, list(plan.members))
+            console.print(f"[yellow]not possible now: {refusal}[/yellow]", highlight=False)
+        return
+    try:
+        replays.apply(settings, plan)
+    except RagstreamError as exc:
+        raise _refused(exc) from None
+    console.print(f"offsets of {plan.group} set; start the {stage} workers to reprocess")
+
+
+@app.command()
+def reembed(
+    model: Annotated[str, typer.Option(help="hash, minilm, openai or openai:<model name>.")],
+    swap: Annotated[
+        bool, typer.Option(help="Then make it the model search uses, if coverage is 100%.")
+    ] = False,
+    follow: Annotated[
+        bool, typer.Option(help="Keep embedding new chunks until SIGTERM/Ctrl-C.")
+    ] = False,
+    idle_timeout: Annotated[
+        float, typer.Option(help="Stop after this many seconds without new chunks.")
+    ] = 10.0,
+) -> None:
+    """Embed every chunk with another model beside the live one (a shadow build), then swap."""
+    from ragstream.db.engine import make_engine
+    from ragstream.errors import RagstreamError
+    from ragstream.ops import reembed as reembeds
+
+    settings = _resolved()
+    try:
+        result = reembeds.reembed(settings, model, idle_timeout_s=idle_timeout, follow=follow)
+    except reembeds.UnknownModel as exc:
+        raise _refused(exc, 2) from None
+    console.print(
+        f"{result.model}: {result.processed} chunk(s) embedded, {result.failed} failed, "
+        f"group {result.group} lag {result.lag}; coverage {result.coverage.vectors}/"
+        f"{result.coverage.chunks} ({result.coverage.percent:.1f}%)",
+        markup=False,
+    )
+    if swap:
+        try:
+            reembeds.swap(make_engine(settings), settings, result.spec, result.model)
+        except RagstreamError as exc:
+            raise _refused(exc) from None
+        console.print(f"search now uses {result.model}")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    stage: Annotated[str | None, typer.Option(help="Only this stage's DLQ.")] = None,
+    newest: Annotated[int, typer.Option(help="How many of the newest errors to show.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Messages in each DLQ, by error class, and the newest errors."""
+    from ragstream.errors import RagstreamError
+    from ragstream.ops import dlq as dlqs
+
+    settings = _resolved()
+    try:
+        summaries = dlqs.summarize(settings, stage, newest)
+    except RagstreamError as exc:
+        raise _refused(exc, 2) from None
+    if as_json:
+        out = [
+            {
+                "stage": s.dlq.stage,
+                "topic": s.dlq.topic,
+                "messages": s.total,
+                "pending": s.pending,
+                "attempts_used_up": s.exhausted,
+                "by_error_class": dict(s.by_class),
+                "newest": [m.as_dict() for m in s.newest],
+            }
+            for s in summaries
+        ]
+        print(json.dumps(out, indent=2))
+        return
+    table = Table("stage", "dlq", "messages", "pending", "attempts used up", "by error class")
+    for s in summaries:
+        classes = ", ".join(f"{name} {n}" for name, n in s.by_class.most_common())
+        table.add_row(
+            s.dlq.stage, s.dlq.topic, str(s.total), str(s.pending), str(s.exhausted), classes
+        )
+    Console().print(table)
+    recent = Table("id", "time (UTC)", "error class", "attempt", "error")
+    for m in sorted(
+        (m for s in summaries for m in s.newest), key=lambda m: m.timestamp_ms, reverse=True
+    )[:newest]:
+        recent.add_row(
+            m.id, m.time.isoformat()[:19], m.error_class, str(m.attempt), m.error_message[:100]
+        )
+    Console().print(recent)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    message_id: Annotated[str, typer.Argument(help="<topic>:<partition>:<offset>")],
+) -> None:
+    """One DLQ message: its headers and, when it is an event, its fields."""
+    from ragstream.errors import RagstreamError
+    from ragstream.ops import dlq as dlqs
+    from ragstream.schemas.codec import make_codec
+
+    settings = _resolved()
+    try:
+        letter = dlqs.show(settings, message_id)
+    except RagstreamError as exc:
+        raise _refused(exc, 2) from None
+    shown = letter.as_dict()
+    event = dlqs.decoded(make_codec(settings), letter)
+    if event is not None:
+        shown["event"] = {"schema": event[0], "fields": event[1]}
+    else:
+        shown["value_preview"] = repr((letter.value or b"")[:200])
+    print(json.dumps(shown, indent=2, default=str))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    stage: Annotated[str | None, typer.Option(help="Only this stage's DLQ.")] = None,
+    error_class: Annotated[
+        str | None, typer.Option(help="Only messages of this error class, e.g. MissingBlob.")
+    ] = None,
+) -> None:
+    """Send pending DLQ messages back to their topic, attempt + 1 (never past the maximum)."""
+    from ragstream.db.engine import make_engine
+    from ragstream.errors import RagstreamError
+    from ragstream.ops import dlq as dlqs
+    from ragstream.schemas.codec import make_codec
+
+    settings = _resolved()
+    try:
+        outcomes = dlqs.replay(
+            settings,
+            make_engine(settings),
+            make_codec(settings),
+            stage=stage,
+            error_class=error_class,
+        )
+    except RagstreamError as exc:
+        raise _refused(exc) from None
+    table = Table("stage", "replayed", "documents reopened", "kept", "other classes", "done before")
+    for o in outcomes:
+        table.add_row(
+            o.dlq.stage,
+            str(len(o.replayed)),
+            str(o.documents_reopened),
+            str(len(o.kept)),
+            str(o.filtered),
+            str(o.already),
+        )
+    Console().print(table)
+    for o in outcomes:
+        for m in o.kept:
+            console.print(
+                f"kept {m.id}: attempt {m.attempt} of {settings.dlq_max_attempts} used "
+                f"({m.error_class}: {m.error_message[:100]})",
+                markup=False,
+            )
+        if o.deferred:
+            console.print(f"{o.deferred} message(s) of {o.dlq.topic} left for the next replay")
 
 
 def main() -> None:

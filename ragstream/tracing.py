@@ -22,7 +22,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, Status, StatusCode
+from opentelemetry.trace import SpanKind as SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ragstream.settings import Settings
@@ -109,7 +110,7 @@ def span(
     name: str,
     kind: SpanKind = SpanKind.INTERNAL,
     parent: Context | None = None,
-    **attributes: str | int,
+    attributes: Mapping[str, str | int] | None = None,
 ) -> Iterator[Span]:
     """A span made current for the block; an exception marks it failed and propagates.
 

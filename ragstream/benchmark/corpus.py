@@ -19,11 +19,11 @@ from pathlib import Path
 
 KINDS = ("pdf", "html", "md", "txt")
 SMALL_MAX_KB = 64
-"""All documents but the largest are spread between 1 KB and this (most real documents are small)."""
+"""All documents but the largest lie between 1 KB and this: most real documents are small."""
 PDF_TEXT_SHARE = 1.05
 """Text per byte of PDF: reportlab compresses pages, which about cancels their structure."""
 
-WORDS = (
+_VOCABULARY = (
     "the of and to in is that for it as was with be by on not he this are or his from at which "
     "but have an they you were her she there been one all we their has would when if so no will "
     "more can time about who may into its some could only other than then these two first new "
@@ -38,7 +38,8 @@ WORDS = (
     "history question answer evidence method result analysis measure value report section "
     "figure example reason change problem research public market policy energy health river "
     "mountain city village garden harvest winter summer morning evening letter journey"
-).split()
+)
+WORDS = tuple(_VOCABULARY.split())
 
 SHARED_TITLE = "Licence and reuse"
 SHARED_PARAGRAPHS = (
@@ -75,9 +76,7 @@ def _paragraph(rng: random.Random) -> str:
     return " ".join(_sentence(rng) for _ in range(rng.randint(2, 7)))
 
 
-def _section(
-    seed: int, index: int, number: int, edited: bool, max_bytes: int = 1 << 30
-) -> Section:
+def _section(seed: int, index: int, number: int, edited: bool, max_bytes: int = 1 << 30) -> Section:
     """One section; it stops adding paragraphs once it holds ``max_bytes``."""
     rng = _rng(seed, index, number, "edited" if edited else "")
     title = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 5))).title()
@@ -257,9 +256,9 @@ def edited_indices(n: int, share: float = 0.1) -> list[int]:
     return sorted(picked + rest[: count - len(picked)])
 
 
-def edit(corpus: list[Doc], *, seed: int = 0, max_doc_mb: float = 2.0, share: float = 0.1) -> (
-    list[Doc]
-):
+def edit(
+    corpus: list[Doc], *, seed: int = 0, max_doc_mb: float = 2.0, share: float = 0.1
+) -> list[Doc]:
     """The same corpus with ``share`` of its documents changed in their last section."""
     sizes = sizes_kb(len(corpus), max_doc_mb)
     changed = set(edited_indices(len(corpus), share))

@@ -227,3 +227,28 @@ class EmbeddingCache(Base):
     dimensions: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[list[float]] = mapped_column(Vector())
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+class EmbeddingModel(Base):
+    """A model vectors are built for; the ``active`` one is what search embeds queries with.
+
+    ``spec`` is what ``ragstream reembed --model`` was given, so the query side
+    can build the same embedder; ``model`` is the embedder's name in vector rows.
+    """
+
+    __tablename__ = "embedding_models"
+
+    model: Mapped[str] = mapped_column(Text, primary_key=True)
+    spec: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(Text)  # building | active | retired
+    activated_at: Mapped[datetime | None] = mapped_column(TZ)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
+Index(
+    "uq_embedding_models_one_active",
+    EmbeddingModel.state,
+    unique=True,
+    postgresql_where=EmbeddingModel.state == "active",
+)

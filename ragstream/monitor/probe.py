@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
-from confluent_kafka.admin import OffsetSpec
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
 from ragstream import topology
 from ragstream.errors import DependencyUnavailable
@@ -55,8 +55,8 @@ class GroupProber:
         inputs = {spec.name: s.topic(spec.input_topic) for spec in specs}
         dlqs = {spec.name: s.topic(topology.dlq(spec.input_topic)) for spec in specs}
         parts = {topic: self._partitions(topic) for topic in [*inputs.values(), *dlqs.values()]}
-        ends = self._offsets(parts, OffsetSpec.latest())
-        starts = self._offsets(parts, OffsetSpec.earliest())
+        ends = self._offsets(parts, OffsetSpec.latest())  # type: ignore[no-untyped-call]
+        starts = self._offsets(parts, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
         members = {
             name: len(f.result(timeout=TIMEOUT_S).members)
             for name, f in zip(

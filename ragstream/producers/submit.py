@@ -161,7 +161,7 @@ class Submitter:
         with tracing.span(
             "upload",
             kind=tracing.SpanKind.PRODUCER,
-            **{"ragstream.document_id": str(document_id), "ragstream.job_id": str(job_id)},
+            attributes={"ragstream.document_id": str(document_id), "ragstream.job_id": str(job_id)},
         ):
             self.producer.send(
                 self.settings.topic(topology.UPLOADED),

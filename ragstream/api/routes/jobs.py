@@ -50,7 +50,7 @@ def get_job(job_id: uuid.UUID, services: ServicesDep, tenant: TenantDep) -> JobP
         ).one_or_none()
         if found is None:
             raise HTTPException(404, "no such job")
-        job, document = found.tuple()
+        job, document = found
         current = document.current_job_id == job.id
         chunks = conn.execute(
             select(func.count())

@@ -36,8 +36,12 @@ def upgrade() -> None:
             "details", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
         ),
         sa.Column("occurrences", sa.Integer(), server_default="1", nullable=False),
-        sa.Column("first_seen_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),
-        sa.Column("last_seen_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),
+        sa.Column(
+            "first_seen_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False
+        ),
+        sa.Column(
+            "last_seen_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False
+        ),
         sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_monitor_alerts")),
     )
@@ -54,7 +58,10 @@ def upgrade() -> None:
         sa.Column("arrivals_per_min", sa.Float(), nullable=False),
         sa.Column("dlq_messages", sa.BigInteger(), nullable=False),
         sa.Column(
-            "partitions", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
+            "partitions",
+            postgresql.JSONB(astext_type=sa.Text()),
+            server_default="{}",
+            nullable=False,
         ),
         sa.Column("last_progress_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=_now(), nullable=False),

@@ -1,0 +1,244 @@
+"""The bench report: one JSON document, and a short markdown table of the same figures.
+
+Headline keys are flat (``chunks_per_s``, ``ratio_to_model_limit``...); the
+detail each was computed from sits beside them (``limits``, ``scaling``,
+``peer``, ``reingest``, ``memory``). ``targets`` says, for each target of the
+benchmark issue, the figure, the bound and whether it was met; a target that
+does not apply to this run (e.g. the MiniLM ratio in a ``hash`` run) is null.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+if TYPE_CHECKING:
+    from ragstream.benchmark.bench import Phases
+
+RSS_LIMIT_MB = {"parse": 300.0, "chunk": 300.0, "finalize": 300.0, "embed": 1500.0}
+
+REQUIRED_KEYS = (
+    "documents",
+    "chunks",
+    "chunks_per_s",
+    "documents_per_s",
+    "model_limit_chunks_per_s",
+    "ratio_to_model_limit",
+    "slowest_stage_limit_chunks_per_s",
+    "ratio_to_slowest_stage_limit",
+    "transport_limit_msgs_per_s",
+    "peer_chunks_per_s",
+    "peer_documents_per_s",
+    "ratio_to_peer",
+    "latency_s",
+    "latency_10kb_s",
+    "peak_rss_mb",
+    "truncated_chunks",
+    "peer_truncated_share",
+    "reingest_speedup",
+    "embedder",
+    "workers_per_stage",
+    "batch_size",
+    "scaling",
+    "stages",
+    "limits",
+    "memory",
+    "machine",
+    "targets",
+)
+"""Every report has these keys (a figure that could not be measured is null)."""
+
+
+def _round(value: Any, digits: int = 3) -> Any:
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: _round(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_round(v, digits) for v in value]
+    return value
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _target(value: float | None, bound: float, *, above: bool, applies: bool = True) -> Any:
+    if not applies or value is None:
+        return {"value": value, "bound": bound, "met": None}
+    return {"value": value, "bound": bound, "met": value >= bound if above else value < bound}
+
+
+def build_report(phases: Phases, batch_size: int) -> dict[str, Any]:
+    options = phases.options
+    main = phases.main
+    run = main["run"]
+    stage_limits = {
+        "parse": phases.limits["parse"]["chunks_per_s"],
+        "chunk": phases.limits["chunk"]["chunks_per_s"],
+        "embed": phases.limits["model"]["chunks_per_s"],
+        "transport": phases.limits["transport"]["chunks_per_s"],
+    }
+    slowest = min(stage_limits, key=lambda s: stage_limits[s])
+    model_limit = phases.limits["model"]["chunks_per_s"]
+    defaults = phases.peer.get("defaults") or {}
+    peer_docs = defaults.get("documents_per_s")
+    one = phases.runs.get(1)
+    scaling: dict[str, Any] = {
+        str(k): {
+            "documents_per_s": r["documents_per_s"],
+            "chunks_per_s": r["chunks_per_s"],
+            "wall_s": r["wall_s"],
+            "speedup": _ratio(r["chunks_per_s"], one["chunks_per_s"]) if one else None,
+        }
+        for k, r in sorted(phases.runs.items())
+    }
+    peak = main["peak_rss_mb"]
+    memory = phases.memory
+    minilm = options.embedder == "minilm"
+    latency_10kb = main["latency_10kb_s"]
+    targets = {
+        "ratio_to_model_limit": _target(
+            _ratio(run["chunks_per_s"], model_limit), 0.90, above=True, applies=minilm
+        ),
+        "ratio_to_peer": _target(_ratio(run["documents_per_s"], peer_docs), 1.2, above=True),
+        "truncated_chunks": _target(float(main["truncated_chunks"]), 1.0, above=False),
+        "reingest_speedup": _target(main["reingest"]["speedup"], 5.0, above=True),
+        "latency_10kb_p50_s": _target(
+            latency_10kb.get("p50"), 1.0, above=False, applies=not minilm
+        ),
+        **{
+            f"peak_rss_mb_{stage}": _target(peak.get(stage), bound, above=False)
+            for stage, bound in RSS_LIMIT_MB.items()
+        },
+    }
+    if memory:
+        targets["memory_parse_peak_rss_mb"] = _target(
+            (memory.get("peak_rss_mb") or {}).get("parse"), RSS_LIMIT_MB["parse"], above=False
+        )
+    report: dict[str, Any] = {
+        "embedder": options.embedder,
+        "workers_per_stage": options.workers_per_stage,
+        "batch_size": batch_size,
+        "documents": run["documents"],
+        "complete": run["complete"],
+        "failed": run["failed"],
+        "chunks": run["chunks"],
+        "wall_s": run["wall_s"],
+        "documents_per_s": run["documents_per_s"],
+        "chunks_per_s": run["chunks_per_s"],
+        "model_limit_chunks_per_s": model_limit,
+        "ratio_to_model_limit": _ratio(run["chunks_per_s"], model_limit),
+        "slowest_stage_limit": slowest,
+        "slowest_stage_limit_chunks_per_s": stage_limits[slowest],
+        "ratio_to_slowest_stage_limit": _ratio(run["chunks_per_s"], stage_limits[slowest]),
+        "transport_limit_msgs_per_s": phases.limits["transport"]["msgs_per_s"],
+        "peer_chunks_per_s": defaults.get("chunks_per_s"),
+        "peer_documents_per_s": peer_docs,
+        "ratio_to_peer": _ratio(run["documents_per_s"], peer_docs),
+        "ratio_to_peer_chunks": _ratio(run["chunks_per_s"], defaults.get("chunks_per_s")),
+        "truncated_chunks": main["truncated_chunks"],
+        "peer_truncated_share": defaults.get("truncated_share"),
+        "reingest_speedup": main["reingest"]["speedup"],
+        "latency_s": run["latency_s"],
+        "latency_10kb_s": latency_10kb,
+        "peak_rss_mb": peak,
+        "parse_sandbox_peak_rss_mb": main["parse_sandbox_peak_rss_mb"],
+        "stages": run["stages"],
+        "stage_limits_chunks_per_s": stage_limits,
+        "limits": phases.limits,
+        "scaling": scaling,
+        "reingest": main["reingest"],
+        "peer": phases.peer,
+        "memory": memory,
+        "corpus": phases.corpus,
+        "machine": {
+            "cores": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 1e9, 1),
+            "load_average": {phase: list(load) for phase, load in phases.load},
+        },
+        "targets": targets,
+        "errors": run["errors"],
+    }
+    rounded: dict[str, Any] = _round(report)
+    return rounded
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """A short table of the headline figures, limits, ratios, scaling and memory."""
+    r = report
+    lat, lat10 = r["latency_s"], r["latency_10kb_s"]
+    rows = [
+        (
+            "embedder / workers per stage / embed batch",
+            f"{r['embedder']} / {r['workers_per_stage']} / {r['batch_size']}",
+        ),
+        ("documents (complete) / chunks", f"{r['documents']} ({r['complete']}) / {r['chunks']}"),
+        ("documents/s", _fmt(r["documents_per_s"])),
+        ("chunks/s", _fmt(r["chunks_per_s"])),
+        ("model limit, chunks/s (best batch)", _fmt(r["model_limit_chunks_per_s"])),
+        ("ratio to model limit", _fmt(r["ratio_to_model_limit"])),
+        (
+            f"slowest stage limit ({r['slowest_stage_limit']}), chunks/s",
+            _fmt(r["slowest_stage_limit_chunks_per_s"]),
+        ),
+        ("ratio to slowest stage limit", _fmt(r["ratio_to_slowest_stage_limit"])),
+        ("transport limit, msgs/s", _fmt(r["transport_limit_msgs_per_s"], 0)),
+        (
+            "peer (LlamaIndex defaults) documents/s / chunks/s",
+            f"{_fmt(r['peer_documents_per_s'])} / {_fmt(r['peer_chunks_per_s'])}",
+        ),
+        (
+            "ratio to peer, documents/s (chunks/s)",
+            f"{_fmt(r['ratio_to_peer'])} ({_fmt(r['ratio_to_peer_chunks'])})",
+        ),
+        (
+            "truncated chunks: ours / peer share",
+            f"{r['truncated_chunks']} / {_fmt(r['peer_truncated_share'])}",
+        ),
+        ("re-ingest speed-up (10% edited)", _fmt(r["reingest_speedup"], 1)),
+        (
+            "latency p50/p95/p99 s (whole corpus at once)",
+            f"{_fmt(lat['p50'])} / {_fmt(lat['p95'])} / {_fmt(lat['p99'])}",
+        ),
+        (
+            "latency p50/p95/p99 s (one 10 KB document, idle)",
+            f"{_fmt(lat10['p50'])} / {_fmt(lat10['p95'])} / {_fmt(lat10['p99'])}",
+        ),
+    ]
+    rows += [
+        (f"scaling x{k}: chunks/s (speed-up)", f"{_fmt(s['chunks_per_s'])} ({_fmt(s['speedup'])})")
+        for k, s in r["scaling"].items()
+    ]
+    rows += [(f"peak RSS {stage}, MB", _fmt(mb, 0)) for stage, mb in r["peak_rss_mb"].items()]
+    for item in (r["memory"] or {}).values():
+        if isinstance(item, dict) and "name" in item:
+            rows.append(
+                (
+                    f"memory: {item['name']} ({item['megabytes']} MB)",
+                    f"{item['status']}, parse peak {_fmt(item['parse_peak_rss_mb'], 0)} MB",
+                )
+            )
+    loads = r["machine"]["load_average"]
+    rows.append(
+        (
+            "load average (1 min) start / end",
+            f"{_fmt(loads['start'][0])} / {_fmt(loads.get('end', [None])[0])}",
+        )
+    )
+    lines = ["| figure | value |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows)]
+    lines += ["", "| target | value | bound | met |", "|---|---|---|---|"]
+    for name, t in r["targets"].items():
+        met = {True: "yes", False: "NO", None: "n/a"}[t["met"]]
+        lines.append(f"| {name} | {_fmt(t['value'])} | {_fmt(t['bound'])} | {met} |")
+    return "\n".join(lines) + "\n"
