@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.table import Table
 
 from ragstream.devstack import Devstack, DevstackError, resolve_addresses
 from ragstream.settings import Settings
+
+if TYPE_CHECKING:
+    from ragstream.ingest import Item
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 devstack_app = typer.Typer(no_args_is_help=True, help="The local Kafka + PostgreSQL stack.")
@@ -177,6 +180,7 @@ def up(
     }
     os.environ.update(env)
     roles = [name for name in UP_ROLES if name in _commands()]
+    api_key = _ensure_api_key(settings) if "api" in roles else None
     pid = start_background(
         _supervisor_pid(settings), settings.data_dir / "logs", env, workers, roles
     )
@@ -185,6 +189,9 @@ def up(
     console.print(f"workers    parse, chunk, embed, finalize x{workers} (supervisor pid {pid})")
     console.print(f"embedder   {embedder}")
     console.print(f"logs       {settings.data_dir / 'logs'}")
+    if api_key is not None:
+        console.print(f"api        {settings.api_url}  (docs {settings.api_url}/docs)")
+        console.print(f"api key    {api_key}  (tenant default)")
     if "monitor" in roles:
         console.print(f"monitor    metrics on :{settings.monitor_metrics_port}/metrics")
     if "api" in roles:
@@ -224,16 +231,53 @@ def ingest(
     wait: Annotated[bool, typer.Option(help="Follow the documents to the end.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
+    api: Annotated[
+        str | None, typer.Option("--api", help="Submit through the HTTP API at this URL.")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", help="With --api: the key (default: the one `up` made)."),
+    ] = None,
 ) -> None:
     """Submit documents to the pipeline."""
-    _ingest(_resolved(), paths, wait=wait, timeout=timeout, as_json=as_json)
+    if api is None:
+        _ingest(_resolved(), paths, wait=wait, timeout=timeout, as_json=as_json)
+        return
+    from ragstream.api.client import submit_paths_via_api
+
+    key = api_key or _stored_api_key(_settings())
+    started = time.monotonic()
+    items = submit_paths_via_api(api, key, paths, wait=wait, timeout_s=timeout)
+    _report(items, time.monotonic() - started, as_json=as_json)
+
+
+def _ensure_api_key(settings: Settings) -> str:
+    from ragstream.api.keys import InvalidApiKeys, ensure_key
+
+    try:
+        return ensure_key(settings)[0]
+    except InvalidApiKeys as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _stored_api_key(settings: Settings) -> str:
+    from ragstream.api.keys import DEFAULT_TENANT, key_file, load_keys
+
+    for key, tenant in load_keys(settings).items():
+        if tenant == DEFAULT_TENANT:
+            return key
+    console.print(
+        f"[red]no API key: pass --api-key or run `ragstream up` ({key_file(settings)})[/red]"
+    )
+    raise typer.Exit(2)
 
 
 def _ingest(
     settings: Settings, paths: list[Path], *, wait: bool, timeout: float, as_json: bool
 ) -> None:
     from ragstream.db.engine import make_engine
-    from ragstream.ingest import submit_paths, summary, wait_for
+    from ragstream.ingest import submit_paths, wait_for
     from ragstream.producers.producer import EventProducer
     from ragstream.producers.submit import Submitter
     from ragstream.schemas.codec import make_codec
@@ -245,7 +289,13 @@ def _ingest(
     if wait:
         wait_for(submitter, items, timeout_s=timeout, console=None if as_json else console)
     producer.close()
-    report = summary(items, time.monotonic() - started)
+    _report(items, time.monotonic() - started, as_json=as_json)
+
+
+def _report(items: list[Item], elapsed_s: float, *, as_json: bool) -> None:
+    from ragstream.ingest import summary
+
+    report = summary(items, elapsed_s)
     if as_json:
         print(json.dumps(report))
         return
@@ -278,6 +328,7 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
                     "documents": documents,
                     "lag": lag,
                     "kafka": settings.bootstrap,
+                    "api_url": settings.api_url,
                     "embedding_models": [
                         {
                             "model": m.model,
@@ -635,6 +686,59 @@ def dlq_replay(
             )
         if o.deferred:
             console.print(f"{o.deferred} message(s) of {o.dlq.topic} left for the next replay")
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API (uvicorn) on API_HOST:API_PORT; OpenAPI docs at /docs."""
+    import uvicorn
+
+    from ragstream.api.app import create_app
+    from ragstream.logs import configure_logging
+
+    configure_logging()
+    settings = _resolved()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
+    k: Annotated[int, typer.Option(help="How many chunks to show.")] = 5,
+    tenant: Annotated[str | None, typer.Option(help="Tenant to search (default TENANT).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
+) -> None:
+    """Search the complete documents: the chunks closest to QUERY, best first."""
+    from ragstream.db.engine import make_engine
+    from ragstream.embedding import make_embedder
+    from ragstream.search import search as find
+
+    settings = _resolved()
+    with make_embedder(settings) as embedder:
+        hits = find(make_engine(settings), embedder, query, tenant=tenant or settings.tenant, k=k)
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {**h.__dict__, "chunk_id": str(h.chunk_id), "document_id": str(h.document_id)}
+                    for h in hits
+                ]
+            )
+        )
+        return
+    table = Table("score", "document", "pages", "section", "text")
+    for h in hits:
+        text = " ".join(h.text.split())
+        table.add_row(
+            f"{h.score:.3f}",
+            h.filename or str(h.document_id)[:8],
+            ",".join(map(str, h.pages)) or "-",
+            " > ".join(h.heading_path) or "-",
+            text[:160] + ("..." if len(text) > 160 else ""),
+        )
+    Console().print(table)
+    if not hits:
+        console.print(f"no complete documents match (embedder {settings.embedder})")
 
 
 def main() -> None:

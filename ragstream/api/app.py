@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ragstream.api import metrics
 from ragstream.api.routes import documents, health, jobs, search, webhooks
 from ragstream.api.services import Services
-from ragstream.errors import CorruptDocument, PermanentError, RagstreamError, UnsupportedDocument
+from ragstream.errors import PermanentError, RagstreamError, UnsupportedDocument
 from ragstream.settings import Settings
 
 
@@ -63,7 +63,7 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
             return _unavailable(settings, "a dependency is")
         if isinstance(exc, UnsupportedDocument):
             return JSONResponse({"detail": exc.message}, status_code=415)
-        if isinstance(exc, CorruptDocument | PermanentError):
+        if isinstance(exc, PermanentError):  # e.g. an empty document
             return JSONResponse({"detail": exc.message}, status_code=422)
         return JSONResponse({"detail": exc.message}, status_code=500)
 

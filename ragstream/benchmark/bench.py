@@ -96,8 +96,8 @@ def run_bench(settings: Settings, options: BenchOptions, sink: Log = print) -> d
             _pipeline(databases, base, docs, prepared, k, batch_size, work, phases, log)
         if options.peer:
             _peer(base, corpus_dir, phases, log)
-        if options.memory_text_mb > 0 or options.memory_pdf_pages > 0:
-            _memory(databases, base, work, phases, log)
+        if _wants_memory(options) and not phases.memory:
+            _memory(databases, work, phases, log)
         phases.note_load("end")
     finally:
         databases.close()
@@ -192,6 +192,8 @@ def _pipeline(
                 }
                 phases.main["peak_rss_mb"] = workers.peak_rss_mb()
                 phases.main["parse_sandbox_peak_rss_mb"] = workers.sandbox_peak_mb
+                if _wants_memory(options) and settings.embedder == "hash":
+                    _memory_on(session, workers, phases, log)  # the same workers will do
     finally:
         session.close()
 
@@ -287,46 +289,52 @@ def _peer(base: Settings, corpus_dir: Path, phases: Phases, log: Log) -> None:
     phases.note_load("peer")
 
 
-def _memory(
-    databases: BenchDatabases, base: Settings, work: Path, phases: Phases, log: Log
-) -> None:
-    """Large inputs through the pipeline; the hash embedder keeps this about parsing."""
+def _wants_memory(options: BenchOptions) -> bool:
+    return options.memory_text_mb > 0 or options.memory_pdf_pages > 0
+
+
+def _memory(databases: BenchDatabases, work: Path, phases: Phases, log: Log) -> None:
+    """Large inputs need only the hash embedder: the memory phase is about parsing."""
+    settings = databases.fresh("memory", embedder="hash")
+    workers = Workers(settings, 1, work / "workers-memory")
+    session = Session(settings)
+    try:
+        with workers.running():
+            _memory_on(session, workers, phases, log)
+    finally:
+        session.close()
+
+
+def _memory_on(session: Session, workers: Workers, phases: Phases, log: Log) -> None:
+    """A long PDF, then a large text, each followed to its end; parse peak RSS after each."""
     options = phases.options
     big = []
     if options.memory_pdf_pages > 0:
         big.append(("pdf", corpus.big_pdf(options.memory_pdf_pages, seed=options.seed)))
     if options.memory_text_mb > 0:
         big.append(("text", corpus.big_text(options.memory_text_mb, seed=options.seed)))
-    settings = databases.fresh("memory", embedder="hash")
-    workers = Workers(settings, 1, work / "workers-memory")
-    session = Session(settings)
     results: dict[str, Any] = {}
-    try:
-        with workers.running():
-            for label, doc in big:
-                log(f"memory: {doc.name} ({doc.size_bytes / 1e6:.1f} MB)")
-                started = database_now(settings)
-                (document_id,) = session.submit([doc])
-                parsed = session.wait(
-                    [document_id], timeout_s=options.memory_timeout_s, until=DocumentStatus.PARSED
-                )
-                parse_peak = workers.peak_rss_mb().get("parse")
-                states = session.wait([document_id], timeout_s=options.memory_timeout_s)
-                result = session.measure([document_id], started, states)
-                state = states.get(document_id) or parsed.get(document_id)
-                results[label] = {
-                    "name": doc.name,
-                    "megabytes": round(doc.size_bytes / 1e6, 2),
-                    "status": state.status if state else "unknown",
-                    "error": state.error if state else None,
-                    "chunks": result.chunks,
-                    "seconds": result.wall_s if result.complete else None,
-                    "parse_peak_rss_mb": parse_peak,
-                }
-                log(f"  {results[label]}")
-            results["peak_rss_mb"] = workers.peak_rss_mb()
-            results["parse_sandbox_peak_rss_mb"] = workers.sandbox_peak_mb
-    finally:
-        session.close()
+    timeout = options.memory_timeout_s
+    for label, doc in big:
+        log(f"memory: {doc.name} ({doc.size_bytes / 1e6:.1f} MB)")
+        started = database_now(session.settings)
+        (document_id,) = session.submit([doc])
+        parsed = session.wait([document_id], timeout_s=timeout, until=DocumentStatus.PARSED)
+        parse_peak = workers.peak_rss_mb().get("parse")
+        states = session.wait([document_id], timeout_s=timeout)
+        result = session.measure([document_id], started, states)
+        state = states.get(document_id) or parsed.get(document_id)
+        results[label] = {
+            "name": doc.name,
+            "megabytes": round(doc.size_bytes / 1e6, 2),
+            "status": state.status if state else "unknown",
+            "error": state.error if state else None,
+            "chunks": result.chunks,
+            "seconds": result.wall_s if result.complete else None,
+            "parse_peak_rss_mb": parse_peak,
+        }
+        log(f"  {results[label]}")
+    results["peak_rss_mb"] = workers.peak_rss_mb()
+    results["parse_sandbox_peak_rss_mb"] = workers.sandbox_peak_mb
     phases.memory = results
     phases.note_load("memory")

@@ -61,9 +61,7 @@ def _pdf_reader() -> Any:
 def _embedding(settings: Settings) -> Any:
     if settings.embedder == "minilm":
         os.environ["HF_HUB_OFFLINE"] = "1"
-        from llama_index.embeddings.huggingface import (  # type: ignore[import-untyped]
-            HuggingFaceEmbedding,
-        )
+        from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
         from ragstream.embedding.minilm import model_directory
 

@@ -308,7 +308,12 @@ class StageRunner:
 
     def _process_and_commit(self, batch: list[Incoming]) -> None:
         good = [m for m in batch if m.event is not None]
-        failures = [Failure(m, self._undecodable(m)) for m in batch if m.event is None]
+        # A null value is a tombstone (a deleted document's keys): nothing to do, not poison.
+        failures = [
+            Failure(m, self._undecodable(m))
+            for m in batch
+            if m.event is None and m.value is not None
+        ]
         self._mark_started(good)
         out = self._work(good)
         out.failures = failures + out.failures

@@ -265,12 +265,13 @@ class Ledger:
     """What replay handled on one partition: every offset below ``committed``, and ``above``."""
 
     committed: int
+    low: int = 0
     above: set[int] = field(default_factory=set)
     _ranges: int = 0
 
     @classmethod
     def load(cls, committed: int | None, metadata: str, low: int) -> Ledger:
-        ledger = cls(max(committed or 0, low))
+        ledger = cls(max(committed or 0, low), low)
         if metadata.startswith(_LEDGER_PREFIX):
             for part in metadata[len(_LEDGER_PREFIX) :].split(","):
                 first, _, last = part.partition("-")
@@ -279,6 +280,11 @@ class Ledger:
         ledger._settle()
         ledger._ranges = len(ledger._encode_ranges())
         return ledger
+
+    @property
+    def count(self) -> int:
+        """Messages handled so far (of those still in the topic)."""
+        return self.committed - self.low + len(self.above)
 
     def handled(self, offset: int) -> bool:
         return offset < self.committed or offset in self.above
@@ -420,12 +426,12 @@ def _replay_one(
 ) -> ReplayOutcome:
     outcome = ReplayOutcome(dlq)
     ledgers = _ledgers(settings, dlq)
+    outcome.already = sum(ledger.count for ledger in ledgers.values())
     start = {p: ledger.committed for p, ledger in ledgers.items()}
     handled: list[DeadLetter] = []
     for letter in read(settings, dlq.topic, start):
         ledger = ledgers[letter.partition]
         if ledger.handled(letter.offset):
-            outcome.already += 1
             continue
         if error_class is not None and letter.error_class != error_class:
             outcome.filtered += 1

@@ -11,6 +11,7 @@ has a vector of the new model: changing models never takes search down.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar, get_args
 
 from sqlalchemy import Connection, Engine, func, select, update
@@ -149,13 +150,22 @@ def _coverage_of(conn: Connection, model: str) -> Coverage:
     return found
 
 
-def active_model(engine: Engine) -> EmbeddingModel | None:
+@dataclass(frozen=True)
+class ActiveModel:
+    model: str
+    spec: str
+    activated_at: datetime | None
+
+
+def active_model(engine: Engine) -> ActiveModel | None:
     """The model search uses when one was swapped in; None means the configured embedder."""
     with engine.connect() as conn:
         row = conn.execute(
-            select(EmbeddingModel).where(EmbeddingModel.state == "active")
+            select(EmbeddingModel.model, EmbeddingModel.spec, EmbeddingModel.activated_at).where(
+                EmbeddingModel.state == "active"
+            )
         ).one_or_none()
-    return row[0] if row is not None else None
+    return ActiveModel(row.model, row.spec, row.activated_at) if row is not None else None
 
 
 def search_settings(settings: Settings, engine: Engine) -> Settings:

@@ -546,31 +546,40 @@ def document_id_of(settings: Settings, data: bytes) -> uuid.UUID:
     return ids.document_id(settings.tenant, blobs.sha256_of(data))
 
 
-_CHECKSUMS = {
-    "documents": "id::text || status || coalesce(chunk_count, -1) || coalesce(failed_stage, '')"
-    " || coalesce(error_class, '') || coalesce(error_message, '') || current_job_id::text",
-    "jobs": "id::text || document_id::text || kind || status",
-    "blobs": "sha256 || size_bytes",
-    "document_parse_buffer": "id::text || job_id::text || text_blob_sha256 || content_type"
-    " || parser_version || block_count",
-    "document_chunk_buffer": "id::text || document_id::text || chunk_index || md5(text)"
-    " || token_count || chunker_config_hash",
-    "document_vector_buffer": "id::text || chunk_id::text || model || md5(embedding::text)",
+_CHECKSUMS = {  # table: (key, the columns that carry content: not times, not lineage offsets)
+    "documents": (
+        "id",
+        "id::text || status || coalesce(chunk_count, -1) || coalesce(failed_stage, '')"
+        " || coalesce(error_class, '') || coalesce(error_message, '') || current_job_id::text",
+    ),
+    "jobs": ("id", "id::text || document_id::text || kind || status"),
+    "blobs": ("sha256", "sha256 || size_bytes"),
+    "document_parse_buffer": (
+        "id",
+        "id::text || job_id::text || text_blob_sha256 || content_type || parser_version"
+        " || block_count",
+    ),
+    "document_chunk_buffer": (
+        "id",
+        "id::text || document_id::text || chunk_index || md5(text) || token_count"
+        " || chunker_config_hash",
+    ),
+    "document_vector_buffer": ("id", "id::text || chunk_id::text || model || md5(embedding::text)"),
 }
 
 
 def content_checksum(settings: Settings) -> dict[str, str]:
-    """An md5 per table over the columns that carry content (not times, not lineage offsets)."""
+    """An md5 per table of its rows' content, in key order."""
     engine = make_engine(settings)
     try:
         with engine.connect() as conn:
             return {
                 table: str(
                     conn.execute(
-                        text(f"SELECT md5(string_agg({row}, ',' ORDER BY 1)) FROM {table}")
+                        text(f"SELECT md5(string_agg({row}, ',' ORDER BY {key})) FROM {table}")
                     ).scalar_one()
                 )
-                for table, row in _CHECKSUMS.items()
+                for table, (key, row) in _CHECKSUMS.items()
             }
     finally:
         engine.dispose()

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(TEST_TIMEOUT_S)]
 def test_broker_stopped_and_restarted_mid_run(
     settings: Settings, devstack: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    documents, outages = (30, ("stop", "kill")) if LONG else (10, ("stop",))
+    documents, outages = (30, ("stop", "kill")) if LONG else (8, ("stop",))
     outage_s = 10.0 if LONG else 4.0
     s = chaos_settings(settings)
     bad = [Hostile("b-truncated.pdf", truncated_pdf(31), "failed", "CorruptDocument")]

@@ -46,7 +46,7 @@ def kill_plan(rng: random.Random, kills: int) -> list[tuple[float, str]]:
 def test_sigkill_random_workers_of_every_stage_in_bursts(
     settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    documents, kills = (40, 20) if LONG else (12, 6)
+    documents, kills = (40, 20) if LONG else (10, 6)
     s = chaos_settings(settings)
     bad = [
         Hostile("k-truncated.pdf", truncated_pdf(21), "failed", "CorruptDocument"),

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(TEST_TIMEOUT_S)]
 def test_poison_and_hostile_documents_fail_alone_and_good_ones_complete(
     settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    documents = 30 if LONG else 8
+    documents = 30 if LONG else 4
     # Default-sized batches: the 10 MB line alone makes about 6,000 chunks.
     s = chaos_settings(settings, max_batch_size=64)
     hostile = hostile_documents(seed=61)

@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(TEST_TIMEOUT_S)]
 def test_postgres_stopped_and_restarted_mid_run(
     settings: Settings, devstack: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    documents = 30 if LONG else 12
+    documents = 30 if LONG else 10
     outages = (
         (("immediate", "parsed", 2), ("kill", "chunked", 12))
         if LONG

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(TEST_TIMEOUT_S)]
 def test_rebalance_grow_to_three_and_shrink_back(
     settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    documents, rounds = (40, 2) if LONG else (12, 1)
+    documents, rounds = (40, 2) if LONG else (10, 1)
     stages = STAGE_NAMES if LONG else ("chunk", "embed")
     s = chaos_settings(settings)
     bad = [Hostile("r-truncated.pdf", truncated_pdf(51), "failed", "CorruptDocument")]

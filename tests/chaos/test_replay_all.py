@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(TEST_TIMEOUT_S)]
 def test_replay_of_every_stage_from_earliest_changes_no_row(
     settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    documents = 30 if LONG else 10
+    documents = 30 if LONG else 6
     s = chaos_settings(settings)
     bad = [Hostile("rp-truncated.pdf", truncated_pdf(81), "failed", "CorruptDocument")]
     workload = Workload(s, corpus.mixed(documents, seed=81), bad)

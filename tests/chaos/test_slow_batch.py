@@ -41,7 +41,7 @@ def _events(log_dir: Path, stage: str, event: str) -> int:
 def test_batch_slower_than_max_poll_interval_completes_within_three_attempts(
     settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    documents, slow = (20, 4) if LONG else (6, 2)
+    documents, slow = (20, 3) if LONG else (4, 1)
     delay_s = MAX_POLL_INTERVAL_S + 4
     with EmbeddingServer(delay_s=delay_s, slow_requests=slow) as server:
         s = chaos_settings(

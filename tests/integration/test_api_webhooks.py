@@ -17,7 +17,13 @@ from sqlalchemy import func, select
 from ragstream import topology
 from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
-from ragstream.db.models import Document, LlamaParseJob, ParseBuffer, WebhookDelivery
+from ragstream.db.models import (
+    ChunkBuffer,
+    Document,
+    LlamaParseJob,
+    ParseBuffer,
+    WebhookDelivery,
+)
 from ragstream.llamaparse.signature import sign
 from ragstream.settings import Settings
 from tests.fakes.llamaparse_server import FakeLlamaParse
@@ -123,8 +129,14 @@ def test_a_valid_callback_is_accepted_once_and_a_replay_adds_nothing(
     assert len(read_topic(api.settings, topology.PARSED, expect=2, timeout_s=5)) == 1
 
     # The parsed result goes on like any other: page numbers and headings reach the chunks.
-    for stage in ("chunk", "embed", "finalize"):
-        build_runner(api.settings, stage).run(max_messages=1, idle_timeout_s=20)
+    assert build_runner(api.settings, "chunk").run(max_messages=1, idle_timeout_s=20).processed
+    engine = make_engine(api.settings)
+    with engine.connect() as conn:
+        chunks = conn.execute(select(func.count()).select_from(ChunkBuffer)).scalar_one()
+    engine.dispose()
+    for stage in ("embed", "finalize"):
+        stats = build_runner(api.settings, stage).run(max_messages=chunks, idle_timeout_s=20)
+        assert stats.processed == chunks, (stage, stats)
     with api.client() as client:
         assert client.get(f"/v1/documents/{document_id}").json()["status"] == "complete"
         chunks = client.get(f"/v1/documents/{document_id}/chunks").json()["items"]

@@ -235,3 +235,22 @@ def test_a_row_the_database_refuses_fails_only_its_message(settings: Settings) -
     assert status[bad.document_id] == "failed"
     assert error in ("RejectedByDatabase", "MissingBlob")
     assert stats.failed >= 1
+
+
+def test_tombstones_are_skipped_not_dead_lettered(settings: Settings) -> None:
+    submitter = prepare(settings)
+    producer = EventProducer(settings)
+    producer.send(settings.topic(topology.UPLOADED), key="deleted-doc", value=None)
+    producer.wait()
+    name, data = corpus.mixed(1, seed=12)[0]
+    good = submitter.submit(data, filename=name)
+    stats = build_runner(settings, "parse").run(max_messages=2, idle_timeout_s=10)
+    assert (stats.processed, stats.failed) == (2, 0)
+    assert _committed(settings, "parse") == 2
+    assert _read_all(settings, topology.dlq(topology.UPLOADED), expect=1, timeout_s=5) == []
+    engine = make_engine(settings)
+    with engine.connect() as conn:
+        status = conn.execute(
+            select(Document.status).where(Document.id == good.document_id)
+        ).scalar_one()
+    assert status == "parsed"

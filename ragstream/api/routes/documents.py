@@ -26,7 +26,7 @@ from ragstream.api.models import (
     UploadPublic,
 )
 from ragstream.api.services import Services
-from ragstream.api.upload import UploadRejected, read_form
+from ragstream.api.upload import FilePart, UploadRejected, read_form
 from ragstream.db.models import ChunkBuffer, Document
 from ragstream.parsing import sniff_content_type
 from ragstream.producers.submit import Submitted
@@ -105,19 +105,23 @@ def _options(fields: dict[str, str]) -> tuple[str | None, dict[str, str], str | 
     return parser, metadata, external_id
 
 
+def _check_type(part: FilePart) -> None:
+    sniff_content_type(part.read(), part.filename)
+
+
 def _submit(
     services: Services,
-    data: bytes,
-    filename: str | None,
+    part: FilePart,
     tenant: str,
     parser: str | None,
     metadata: dict[str, str],
     external_id: str | None,
 ) -> Submitted:
+    data = part.read()
     with services.publish_lock:
         return services.submitter.submit(
             data,
-            filename=filename,
+            filename=part.filename,
             tenant=tenant,
             metadata=metadata,
             parser=parser,
@@ -156,35 +160,34 @@ async def upload(
         )
     except UploadRejected as exc:
         raise HTTPException(exc.status, exc.message) from None
+    accepted: list[DocumentAccepted] = []
     try:
         parser, metadata, external_id = _options(form.fields)
         if not form.files:
             raise HTTPException(422, "no file in the form; send each document as field 'file'")
-        contents = [(part.filename, part.read()) for part in form.files]
+        for part in form.files:  # all or nothing: every type is checked before any is stored
+            await run_in_threadpool(_check_type, part)
+        for part in form.files:  # one file in memory at a time
+            result = await run_in_threadpool(
+                _submit, services, part, tenant, parser, metadata, external_id
+            )
+            metrics.UPLOADS.labels("created" if result.created else "existing").inc()
+            accepted.append(
+                DocumentAccepted(
+                    document_id=result.document_id,
+                    job_id=result.job_id,
+                    created=result.created,
+                    status=result.status,
+                    content_type=result.content_type,
+                    filename=part.filename,
+                    external_id=external_id,
+                    version=result.version,
+                    status_url=f"/v1/jobs/{result.job_id}",
+                    document_url=f"/v1/documents/{result.document_id}",
+                )
+            )
     finally:
         form.close()
-    for filename, data in contents:  # all or nothing: refuse before storing any
-        sniff_content_type(data, filename)
-    accepted: list[DocumentAccepted] = []
-    for filename, data in contents:
-        result = await run_in_threadpool(
-            _submit, services, data, filename, tenant, parser, metadata, external_id
-        )
-        metrics.UPLOADS.labels("created" if result.created else "existing").inc()
-        accepted.append(
-            DocumentAccepted(
-                document_id=result.document_id,
-                job_id=result.job_id,
-                created=result.created,
-                status=result.status,
-                content_type=result.content_type,
-                filename=filename,
-                external_id=external_id,
-                version=result.version,
-                status_url=f"/v1/jobs/{result.job_id}",
-                document_url=f"/v1/documents/{result.document_id}",
-            )
-        )
     if not any(a.created for a in accepted):
         response.status_code = status.HTTP_200_OK
     return UploadPublic(documents=accepted)

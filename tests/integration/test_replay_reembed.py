@@ -1,0 +1,129 @@
+"""``ragstream reembed``: a shadow build of a second model from ``documents.chunked``, then a swap.
+
+The second model is the ``openai`` backend pointed at a local OpenAI-compatible
+endpoint: a real HTTP embedder with its own model name, and 384-d vectors like
+the table's column. (A second hash model would need another dimension, which
+the column cannot hold, or a test-only knob in the hash embedder.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from ragstream import ids, topology
+from ragstream.cli import app
+from ragstream.consumers.worker import build_runner
+from ragstream.db.engine import make_engine
+from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
+from ragstream.kafka import admin_client
+from ragstream.ops import groups, reembed
+from ragstream.settings import Settings
+from tests import corpus
+from tests.chaos.embedding_server import EmbeddingServer
+from tests.pipeline import prepare, settings_env, submit_all
+
+pytestmark = pytest.mark.integration
+
+MODEL = "openai:tiny-test"
+
+
+def _chunks(settings: Settings) -> int:
+    engine = make_engine(settings)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(ChunkBuffer)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _through_pipeline(settings: Settings, files: list[tuple[str, bytes]]) -> int:
+    """Submit ``files`` and run every stage on them in this process; returns their chunks."""
+    before = _chunks(settings)
+    submit_all(prepare(settings), files)
+    n = len(files)
+    assert build_runner(settings, "parse").run(max_messages=n, idle_timeout_s=15).processed == n
+    assert build_runner(settings, "chunk").run(max_messages=n, idle_timeout_s=15).processed == n
+    added = _chunks(settings) - before
+    embed = build_runner(settings, "embed").run(max_messages=added, idle_timeout_s=15)
+    assert embed.processed == added
+    assert build_runner(settings, "finalize").run(max_messages=added, idle_timeout_s=15).processed
+    return added
+
+
+def _embedded_end(settings: Settings) -> int:
+    topic = settings.topic(topology.EMBEDDED)
+    admin = admin_client(settings)
+    return sum(
+        high
+        for _, high in groups.watermarks(admin, topic, groups.partitions(admin, topic)).values()
+    )
+
+
+def test_shadow_build_then_swap_only_when_coverage_is_complete(settings: Settings) -> None:
+    total = _through_pipeline(settings, corpus.mixed(4, seed=94))
+    engine = make_engine(settings)
+    with EmbeddingServer() as server:
+        s = settings.model_copy(update={"openai_base_url": server.base_url})
+        assert [(c.model, c.vectors, c.chunks) for c in reembed.coverage(engine)] == [
+            ("hash-384", total, total)
+        ]
+        with pytest.raises(reembed.CoverageIncomplete, match="0 of"):
+            reembed.swap(engine, s, MODEL, MODEL)
+        embedded_before = _embedded_end(s)
+
+        built = reembed.reembed(s, MODEL, idle_timeout_s=5)
+        assert (built.model, built.spec) == (MODEL, MODEL)
+        assert built.group == f"{settings.topic_prefix}ragstream-embed-{MODEL}"
+        assert (built.processed, built.failed, built.lag) == (total, 0, 0)
+        assert (built.coverage.vectors, built.coverage.chunks) == (total, total)
+        assert built.coverage.state == "building"
+        assert sum(server.texts.values()) >= total
+
+        with engine.connect() as conn:
+            chunk_ids = set(conn.execute(select(ChunkBuffer.id)).scalars())
+            shadow = set(
+                conn.execute(select(VectorBuffer.id).where(VectorBuffer.model == MODEL)).scalars()
+            )
+            statuses = set(conn.execute(select(Document.status)).scalars())
+            vectors = conn.execute(select(func.count()).select_from(VectorBuffer)).scalar_one()
+        assert shadow == {ids.embedding_id(c, MODEL) for c in chunk_ids}
+        assert vectors == 2 * total  # beside the live model's, not instead of them
+        assert statuses == {"complete"}
+        assert _embedded_end(s) == embedded_before  # a shadow build emits no events
+        assert reembed.active_model(engine) is None
+        assert reembed.search_settings(s, engine) is s
+
+        # A document that arrives after the build: the new model does not cover it yet.
+        more = _through_pipeline(settings, corpus.mixed(6, seed=94)[4:])
+        with pytest.raises(reembed.CoverageIncomplete, match=f"{total} of {total + more}"):
+            reembed.swap(engine, s, MODEL, MODEL)
+
+        cli, env = CliRunner(), settings_env(s)
+        status = json.loads(cli.invoke(app, ["status", "--json"], env=env).stdout)
+        models = {m["model"]: m for m in status["embedding_models"]}
+        assert models["hash-384"]["coverage_percent"] == 100.0
+        assert models[MODEL]["vectors"] == total and models[MODEL]["chunks"] == total + more
+        assert models[MODEL]["state"] == "building"
+
+        result = cli.invoke(
+            app, ["reembed", "--model", MODEL, "--swap", "--idle-timeout", "5"], env=env
+        )
+        assert result.exit_code == 0, result.output
+        assert f"{more} chunk(s) embedded" in result.output  # resumed from its offsets
+        assert f"search now uses {MODEL}" in result.output
+
+    active = reembed.active_model(engine)
+    assert active is not None and (active.model, active.spec) == (MODEL, MODEL)
+    query = reembed.search_settings(settings, engine)
+    assert (query.embedder, query.openai_model) == ("openai", "tiny-test")
+    states = {c.model: c.state for c in reembed.coverage(engine)}
+    assert states[MODEL] == "active"
+
+    with pytest.raises(reembed.UnknownModel):
+        reembed.canonical_spec(settings, "word2vec")
+    assert reembed.canonical_spec(settings, "openai") == f"openai:{settings.openai_model}"
+    engine.dispose()
