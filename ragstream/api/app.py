@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragstream.api import metrics
-from ragstream.api.routes import documents, health, jobs, search, webhooks
+from ragstream.api.routes import alerts, dashboard, documents, health, jobs, search, webhooks
 from ragstream.api.services import Services
 from ragstream.errors import PermanentError, RagstreamError, UnsupportedDocument
 from ragstream.settings import Settings
@@ -39,7 +39,15 @@ def create_app(settings: Settings, *, poller: bool = True) -> FastAPI:
         summary="Document ingestion for retrieval-augmented generation on Apache Kafka.",
         lifespan=lifespan,
     )
-    for router in (documents.router, jobs.router, search.router, webhooks.router, health.router):
+    for router in (
+        documents.router,
+        jobs.router,
+        search.router,
+        webhooks.router,
+        health.router,
+        alerts.router,
+        dashboard.router,
+    ):
         app.include_router(router)
     _add_error_handlers(app, settings)
     app.add_middleware(_Metrics)

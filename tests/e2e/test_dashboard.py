@@ -15,10 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
 
 from ragstream.api.app import create_app
-from ragstream.api.routes import alerts, dashboard
 from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
 from ragstream.monitor import store
@@ -39,19 +37,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def with_monitoring(app: FastAPI) -> FastAPI:
-    """The API plus the dashboard and alerts routers (unless the app has them already)."""
-    paths = {getattr(r, "path", None) for r in app.routes}
-    for router in (dashboard.router, alerts.router):
-        if not {getattr(r, "path", None) for r in router.routes} <= paths:
-            app.include_router(router)
-    return app
-
-
 @pytest.fixture
 def api(settings: Settings) -> Iterator[str]:
     port = _free_port()
-    app = with_monitoring(create_app(settings, poller=False))
+    app = create_app(settings, poller=False)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
