@@ -258,13 +258,14 @@ def _ids_of(
 
 def _latency(session: Session, options: BenchOptions, log: Log) -> dict[str, Any]:
     docs = corpus.latency_docs(options.latency_docs, seed=options.seed)
-    latencies = session.latency_probe(docs, timeout_s=120)
+    latencies, steps = session.latency_probe(docs, timeout_s=120)
     figures = percentiles(latencies)
     log(f"latency of single 10 KB documents on the idle pipeline: {figures}")
     return {
         "documents": len(docs),
         "size_kb": round(sum(d.size_bytes for d in docs) / max(len(docs), 1) / 1024, 1),
         **figures,
+        "median_step_s": steps,
     }
 
 

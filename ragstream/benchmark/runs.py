@@ -8,6 +8,7 @@ time does not depend on how often the bench looks.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 import uuid
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from ragstream.producers.submit import Submitter
 from ragstream.progress import DocumentProgress, documents_progress
 from ragstream.schemas.codec import make_codec
 from ragstream.settings import Settings
-from ragstream.state import DocumentStatus
+from ragstream.state import HAPPY_PATH, STATUS_TIMESTAMP_FIELD, DocumentStatus
 
 
 @dataclass
@@ -128,15 +129,37 @@ class Session:
             errors=errors[:10],
         )
 
-    def latency_probe(self, docs: Sequence[Doc], *, timeout_s: float) -> list[float]:
-        """One document at a time on an idle pipeline: upload-to-complete of each."""
+    def latency_probe(
+        self, docs: Sequence[Doc], *, timeout_s: float
+    ) -> tuple[list[float], dict[str, float]]:
+        """One document at a time on an idle pipeline: upload-to-complete of each.
+
+        Also the median time between consecutive status stamps, which says
+        where the time goes (waiting for a stage to pick a document up, or the
+        stage's own work).
+        """
         latencies = []
+        steps: dict[str, list[float]] = {}
         for doc in docs:
             (document_id,) = self.submit([doc])
             self.wait([document_id], timeout_s=timeout_s, poll_s=0.02)
             result = self.measure([document_id], 0.0, {})
             latencies += result.latencies_s
-        return sorted(latencies)
+            for name, seconds in self._steps(document_id).items():
+                steps.setdefault(name, []).append(seconds)
+        medians = {name: round(statistics.median(v), 4) for name, v in steps.items()}
+        return sorted(latencies), medians
+
+    def _steps(self, document_id: uuid.UUID) -> dict[str, float]:
+        path = list(HAPPY_PATH)
+        columns = [getattr(Document, STATUS_TIMESTAMP_FIELD[s]) for s in path]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*columns).where(Document.id == document_id)).one()
+        return {
+            f"{a.value}->{b.value}": (t1 - t0).total_seconds()
+            for a, b, t0, t1 in zip(path, path[1:], row, row[1:], strict=False)
+            if t0 is not None and t1 is not None
+        }
 
     def truncated_chunks(self) -> int:
         """Chunks longer than the model reads, counted with the model's own tokenizer."""
