@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -170,7 +170,7 @@ def read(
     start: Mapping[int, int] | None = None,
     *,
     only: int | None = None,
-) -> Iterator[DeadLetter]:
+) -> Generator[DeadLetter, None, None]:
     """Records of ``topic`` (or of partition ``only``) from ``start`` (default: the first) to
     the end as of now."""
     admin = admin_client(settings)
@@ -186,8 +186,13 @@ def read(
         last_progress = time.monotonic()
         while todo:
             batch = consumer.consume(500, 1.0)
-            if not batch and time.monotonic() - last_progress > _READ_STALL_S:
-                raise DependencyUnavailable(f"reading {topic} stalled; is the broker up?")
+            if not batch:
+                # Offsets without a record (transaction markers) end a partition too.
+                for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+                    if tp.offset >= todo[tp.partition]:
+                        del todo[tp.partition]
+                if todo and time.monotonic() - last_progress > _READ_STALL_S:
+                    raise DependencyUnavailable(f"reading {topic} stalled; is the broker up?")
             for msg in batch:
                 if msg.error() is not None:
                     continue
@@ -242,11 +247,14 @@ def show(settings: Settings, message_id: str) -> DeadLetter:
         raise BadDeadLetterId(
             f"{topic}[{partition}] holds offsets {low} to {high - 1}, not {offset}"
         )
-    for letter in read(settings, topic, {partition: offset}, only=partition):
-        if letter.offset == offset:
-            return letter
-        break
-    raise BadDeadLetterId(f"no message at {message_id}")
+    letters = read(settings, topic, {partition: offset}, only=partition)
+    try:
+        found = next(letters, None)
+    finally:
+        letters.close()
+    if found is None or found.offset != offset:
+        raise BadDeadLetterId(f"no message at {message_id}")
+    return found
 
 
 def decoded(codec: Codec, letter: DeadLetter) -> tuple[str, dict[str, Any]] | None:

@@ -214,7 +214,10 @@ def reembed(
         runner, stage = _shadow_runner(shadow, group)
         if follow:
             runner.install_signal_handlers()
-        stats = runner.run(idle_timeout_s=None if follow else idle_timeout_s)
+        try:
+            stats = runner.run(idle_timeout_s=None if follow else idle_timeout_s)
+        finally:
+            runner.engine.dispose()
         model = stage.embedder.name
         processed, failed = processed + stats.processed, failed + stats.failed
         lag = sum(p.lag for p in groups.group_state(admin_client(settings), group, topic))
@@ -234,7 +237,8 @@ def reembed(
 def swap(engine: Engine, settings: Settings, spec: str, model: str) -> Coverage:
     """Make ``model`` the one search uses; refused while its coverage is incomplete."""
     with engine.begin() as conn:
-        conn.execute(select(EmbeddingModel.model).with_for_update())  # one swap at a time
+        # Swaps queue behind each other here; the one-active index is the final guard.
+        conn.execute(select(EmbeddingModel.model).with_for_update())
         _register(conn, model, canonical_spec(settings, spec))
         found = _coverage_of(conn, model)
         if not found.complete:

@@ -112,10 +112,6 @@ class ReplayPlan:
     def reprocess(self) -> int:
         return sum(p.reprocess for p in self.partitions)
 
-    @property
-    def changes(self) -> dict[int, int]:
-        return {p.partition: p.new for p in self.partitions if p.new != p.state.committed}
-
 
 def stage_group(settings: Settings, stage: str) -> tuple[str, str]:
     """The consumer group and input topic of ``stage``."""

@@ -60,8 +60,9 @@ SETTLE_TIMEOUT_S = 900 if LONG else 200
 
 
 def chaos_settings(settings: Settings, **overrides: Any) -> Settings:
-    """Small batches, so that faults land between many commits."""
-    return settings.model_copy(update={"max_batch_size": 4, **overrides})
+    """Small batches, so that faults land between many commits; the shortest session timeout
+    the broker allows, so that a killed worker's partitions move on within seconds."""
+    return settings.model_copy(update={"max_batch_size": 4, "session_timeout_s": 6, **overrides})
 
 
 # --- the workload ---------------------------------------------------------------------
@@ -99,7 +100,7 @@ class Workload:
                 self.items.append((h.name, h.data, Expected(h.name, "complete")))
             elif h.outcome == "failed":
                 self.items.append(
-                    (h.name, h.data, Expected(h.name, "failed", "parse", h.error_class))
+                    (h.name, h.data, Expected(h.name, "failed", h.failed_stage, h.error_class))
                 )
             else:
                 self.items.append((h.name, h.data, None))
@@ -108,11 +109,11 @@ class Workload:
         self.refused: dict[str, str] = {}
         self.refused_ids: set[uuid.UUID] = set()
         self.poison: list[Poison] = []
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="expected-chunks")
+        # The chunker alone on the same inputs, while the pipeline works (10 MB take a while).
+        pool = ThreadPoolExecutor(1, thread_name_prefix="expected-chunks")
         complete = [(n, d) for n, d, e in self.items if e is not None and e.outcome == "complete"]
-        self._chunks: Future[dict[str, int]] = self._pool.submit(
-            expected_chunks, settings, complete
-        )
+        self._chunks: Future[dict[str, int]] = pool.submit(expected_chunks, settings, complete)
+        pool.shutdown(wait=False)
 
     def interleave(self, seed: int) -> None:
         random.Random(seed).shuffle(self.items)
@@ -221,14 +222,22 @@ class Crew:
         return self.workers.alive(stage)
 
     def kill(self, stage: str) -> bool:
-        """SIGKILL one live worker of ``stage``, chosen at random; the supervisor restarts it."""
-        with self._lock:
-            live = self.alive(stage)
-            if not live:
+        """SIGKILL one live worker of ``stage``, chosen at random; the supervisor restarts it.
+
+        In a burst the previous victim may not be replaced yet: wait for its successor.
+        """
+        deadline = time.monotonic() + 10
+        while True:
+            with self._lock:
+                live = self.alive(stage)
+                if live:
+                    proc = self.rng.choice(live)
+                    self._intended.add(proc.pid)
+                    proc.send_signal(signal.SIGKILL)
+                    break
+            if time.monotonic() > deadline:
                 return False
-            proc = self.rng.choice(live)
-            self._intended.add(proc.pid)
-            proc.send_signal(signal.SIGKILL)
+            time.sleep(0.05)
         proc.wait(timeout=60)
         return True
 

@@ -25,10 +25,7 @@ class Hostile:
     data: bytes
     outcome: str  # complete | failed (in the pipeline) | refused (at submission)
     error_class: str | None = None  # for failed and refused: the class it must carry
-
-    @property
-    def good(self) -> bool:
-        return self.outcome == "complete"
+    failed_stage: str = "parse"
 
 
 def truncated_pdf(seed: int) -> bytes:

@@ -22,8 +22,11 @@ def test_the_accounting_reports_loss_duplicates_and_unexpected_outcomes(
     bad = [Hostile("a-truncated.pdf", truncated_pdf(101), "failed", "CorruptDocument")]
     workload = Workload(settings, corpus.mixed(3, seed=101), bad)
     workload.submit(prepare(settings))
-    for stage in ("parse", "chunk", "embed", "finalize"):
-        build_runner(settings, stage).run(idle_timeout_s=6)
+    build_runner(settings, "parse").run(max_messages=4, idle_timeout_s=30)
+    build_runner(settings, "chunk").run(max_messages=3, idle_timeout_s=30)  # the bad one failed
+    chunks = sum(workload.chunks().values())
+    for stage in ("embed", "finalize"):
+        build_runner(settings, stage).run(max_messages=chunks, idle_timeout_s=30)
     clean = account(settings, workload, name="clean", faults=0, recovery_s=0.0)
     assert (clean.lost, clean.duplicates, clean.problems) == (0, 0, [])
     assert clean.dlq_distinct == 1 and clean.chunks == clean.expected_chunks > 0

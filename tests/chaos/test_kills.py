@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ragstream.db.engine import make_engine
+from ragstream.progress import documents_progress
 from ragstream.settings import Settings
 from ragstream.topology import STAGE_NAMES
 from tests import corpus
@@ -26,21 +28,39 @@ from tests.pipeline import prepare
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(TEST_TIMEOUT_S)]
 
 
-def kill_plan(rng: random.Random, kills: int) -> list[tuple[float, str]]:
-    """(pause before, stage) per kill: every stage early on, then at random; bursts of 2 to 4
-    kills 0.1 to 1 s apart, separated by 1.5 to 3 s."""
-    stages = rng.sample(STAGE_NAMES, len(STAGE_NAMES))
-    stages += [rng.choice(STAGE_NAMES) for _ in range(kills - len(stages))]
-    plan: list[tuple[float, str]] = []
+def kill_plan(rng: random.Random, kills: int) -> list[float]:
+    """The pause before each kill: bursts of 2 to 4 kills 0.1 to 1 s apart, 1.5 to 3 s between."""
+    plan: list[float] = []
     burst = 0
-    for stage in stages[:kills]:
+    for _ in range(kills):
         if burst == 0:
             pause, burst = rng.uniform(1.5, 3.0), rng.randint(2, 4)
         else:
             pause = rng.uniform(0.1, 1.0)
-        plan.append((pause, stage))
+        plan.append(pause)
         burst -= 1
     return plan
+
+
+_WAITING_FOR = {
+    "parse": ("uploaded", "parsing"),
+    "chunk": ("parsed", "chunking"),
+    "embed": ("chunked", "chunking", "embedding"),
+    "finalize": ("embedding",),
+}
+
+
+def victim(rng: random.Random, settings: Settings, workload: Workload, killed: list[str]) -> str:
+    """A stage with work waiting (so the kill lands mid-batch), one not killed yet first."""
+    engine = make_engine(settings)
+    try:
+        statuses = {p.status for p in documents_progress(engine, workload.submitted).values()}
+    finally:
+        engine.dispose()
+    busy = [stage for stage, waiting in _WAITING_FOR.items() if statuses & set(waiting)]
+    fresh = [stage for stage in STAGE_NAMES if stage not in killed]
+    pool = [stage for stage in busy if stage in fresh] or fresh or busy or list(STAGE_NAMES)
+    return rng.choice(pool)
 
 
 def test_sigkill_random_workers_of_every_stage_in_bursts(
@@ -61,8 +81,9 @@ def test_sigkill_random_workers_of_every_stage_in_bursts(
         submitting = workload.submit_in_background(submitter, pace_s=0.5)
         wait_for_progress(s, workload, "chunked", 1)
         killed: list[str] = []
-        for pause, stage in kill_plan(rng, kills):
+        for pause in kill_plan(rng, kills):
             time.sleep(pause)
+            stage = victim(rng, s, workload, killed)
             if crew.kill(stage):
                 killed.append(stage)
         healed = time.monotonic()

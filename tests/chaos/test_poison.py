@@ -20,8 +20,8 @@ def test_poison_and_hostile_documents_fail_alone_and_good_ones_complete(
     settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     documents = 30 if LONG else 4
-    # Default-sized batches: the 10 MB line alone makes about 6,000 chunks.
-    s = chaos_settings(settings, max_batch_size=64)
+    # Large batches: the 10 MB line alone makes about 6,000 chunks.
+    s = chaos_settings(settings, max_batch_size=256)
     hostile = hostile_documents(seed=61)
     workload = Workload(s, corpus.mixed(documents, seed=61), hostile)
     workload.interleave(61)

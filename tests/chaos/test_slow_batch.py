@@ -42,7 +42,7 @@ def test_batch_slower_than_max_poll_interval_completes_within_three_attempts(
     settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     documents, slow = (20, 3) if LONG else (4, 1)
-    delay_s = MAX_POLL_INTERVAL_S + 4
+    delay_s = MAX_POLL_INTERVAL_S + 2
     with EmbeddingServer(delay_s=delay_s, slow_requests=slow) as server:
         s = chaos_settings(
             settings,

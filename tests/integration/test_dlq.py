@@ -158,9 +158,9 @@ def test_replay_by_error_class_reopens_a_fixed_document_and_never_resends(
     assert _replay(settings).replayed == []
 
     assert _parse(settings, 2) == (1, 1)
-    for stage in ("chunk", "embed", "finalize"):
-        build_runner(settings, stage).run(idle_timeout_s=8)
     (chunks,) = expected_chunks(settings, [(name, data)]).values()
+    for stage, messages in (("chunk", 1), ("embed", chunks), ("finalize", chunks)):
+        build_runner(settings, stage).run(max_messages=messages, idle_timeout_s=20)
     progress = documents_progress(engine, [doc.document_id])[doc.document_id]
     assert (progress.status, progress.chunks, progress.vectors) == ("complete", chunks, chunks)
     engine.dispose()
