@@ -14,6 +14,8 @@ from ragstream import state
 from ragstream.db.models import Base, Document, Job
 from ragstream.state import DocumentStatus
 
+_MAX_BIND_PARAMETERS = 65535
+
 
 def upsert(conn: Connection, model: type[Base], rows: Iterable[Mapping[str, Any]]) -> int:
     """``INSERT ... ON CONFLICT (pk) DO UPDATE``; of rows sharing a key, the last one wins."""
@@ -22,14 +24,17 @@ def upsert(conn: Connection, model: type[Base], rows: Iterable[Mapping[str, Any]
     unique = {row[key]: dict(row) for row in rows}
     if not unique:
         return 0
-    stmt = insert(model).values(list(unique.values()))
-    columns = {c.name for c in table.columns}
-    changed: dict[str, Any] = {
-        name: stmt.excluded[name] for name in next(iter(unique.values())) if name != key
-    }
-    if "updated_at" in columns:
-        changed["updated_at"] = func.statement_timestamp()
-    conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed))
+    values = list(unique.values())
+    # PostgreSQL takes at most 65535 bind parameters per statement: a large document's
+    # chunks go in as several statements of the same transaction.
+    per_statement = max(1, _MAX_BIND_PARAMETERS // len(values[0]))
+    has_updated_at = "updated_at" in {c.name for c in table.columns}
+    for start in range(0, len(values), per_statement):
+        stmt = insert(model).values(values[start : start + per_statement])
+        changed: dict[str, Any] = {name: stmt.excluded[name] for name in values[0] if name != key}
+        if has_updated_at:
+            changed["updated_at"] = func.statement_timestamp()
+        conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed))
     return len(unique)
 
 

@@ -99,3 +99,19 @@ def test_postgres_has_pgvector(database_url: str) -> None:
         distance = conn.execute("SELECT '[1,0]'::vector <=> '[0,1]'::vector").fetchone()
     assert version is not None
     assert distance is not None and distance[0] == pytest.approx(1.0)
+
+
+def test_upsert_of_more_rows_than_one_statement_can_bind(settings: Settings) -> None:
+    """A document with thousands of chunks: more bind parameters than PostgreSQL's 65535."""
+    from ragstream.db.repository import upsert
+
+    engine = create_engine(settings.db_url)
+    rows = [
+        {"sha256": f"{i:064x}", "size_bytes": 1, "content": b"x"} for i in range(30_000)
+    ]  # 90,000 parameters
+    with engine.begin() as conn:
+        assert upsert(conn, Blob, rows) == 30_000
+        assert upsert(conn, Blob, rows) == 30_000  # again: overwrites, adds nothing
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Blob)).scalar_one() == 30_000
+    engine.dispose()
