@@ -79,6 +79,9 @@ def test_replay_refuses_while_the_group_has_members_and_names_them(settings: Set
         while not runner.ready and time.monotonic() < deadline:
             time.sleep(0.2)
         assert runner.ready
+        while runner.stats.processed < 2 and time.monotonic() < deadline + 60:
+            time.sleep(0.2)  # both documents done, so the offsets to keep are known
+        assert runner.stats.processed == 2
         plan = replay.plan(settings, "parse", replay.parse_start("earliest"))
         assert [m.client_id for m in plan.members] == ["ragstream-parse"]
         assert plan.members[0].partitions == (0, 1, 2)
