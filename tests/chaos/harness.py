@@ -19,6 +19,7 @@ recovery time (from the last fault healed to lag 0 with every document done).
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
@@ -375,6 +376,12 @@ class Outcome:
     extra: str = ""
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def _recovery(self) -> str:
+        if math.isinf(self.recovery_s):
+            return f"never (not settled within {SETTLE_TIMEOUT_S}s)"
+        return f"{self.recovery_s:.1f}s"
+
     def line(self) -> str:
         return (
             f"chaos {self.name}: documents={self.documents} ({self.good} good, {self.bad} bad"
@@ -382,7 +389,7 @@ class Outcome:
             f"lost={self.lost} duplicates={self.duplicates} chunks={self.chunks}/"
             f"{self.expected_chunks} vectors={self.vectors} dlq={self.dlq_distinct} "
             f"({self.dlq_records} records) rewritten_rows={self.rewritten} "
-            f"recovery={self.recovery_s:.1f}s{' ' + self.extra if self.extra else ''}"
+            f"recovery={self._recovery}{' ' + self.extra if self.extra else ''}"
         )
 
 
@@ -528,10 +535,19 @@ def finish(
     crashes_allowed: bool = False,
     extra: Callable[[], str] | None = None,
 ) -> Outcome:
-    """Settle, account, print the one summary line, and fail on any discrepancy."""
-    recovery = settle(settings, workload, crew, healed_at=healed_at)
+    """Settle, account, print the one summary line, and fail on any discrepancy.
+
+    A run that never settles is accounted too, so its line says what was lost.
+    """
+    unsettled = None
+    try:
+        recovery = settle(settings, workload, crew, healed_at=healed_at)
+    except AssertionError as exc:
+        recovery, unsettled = math.inf, str(exc)
     outcome = account(settings, workload, name=name, faults=faults, recovery_s=recovery)
     outcome.extra = extra() if extra is not None else ""
+    if unsettled is not None:
+        outcome.problems.insert(0, unsettled)
     if crew.crashes and not crashes_allowed:
         outcome.problems.append(f"workers crashed: {crew.crashes}")
     report(request, outcome.line())
