@@ -706,16 +706,28 @@ def search(
     query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
     k: Annotated[int, typer.Option(help="How many chunks to show.")] = 5,
     tenant: Annotated[str | None, typer.Option(help="Tenant to search (default TENANT).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model to search (hash, minilm, openai:<name>); default the active one."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
 ) -> None:
     """Search the complete documents: the chunks closest to QUERY, best first."""
     from ragstream.db.engine import make_engine
-    from ragstream.embedding import make_embedder
+    from ragstream.errors import RagstreamError
+    from ragstream.search import QueryEmbedders
     from ragstream.search import search as find
 
     settings = _resolved()
-    with make_embedder(settings) as embedder:
-        hits = find(make_engine(settings), embedder, query, tenant=tenant or settings.tenant, k=k)
+    engine = make_engine(settings)
+    embedders = QueryEmbedders(settings, engine)
+    try:
+        embedder = embedders.get(model)
+        hits = find(engine, embedder, query, tenant=tenant or settings.tenant, k=k)
+    except RagstreamError as exc:
+        raise _refused(exc, 2) from None
+    finally:
+        embedders.close()
     if as_json:
         print(
             json.dumps(
@@ -738,7 +750,7 @@ def search(
         )
     Console().print(table)
     if not hits:
-        console.print(f"no complete documents match (embedder {settings.embedder})")
+        console.print(f"no complete documents match (model {embedder.name})")
 
 
 def main() -> None:

@@ -64,6 +64,10 @@ class EmbedderRejected(PermanentError):
     """The embedding backend refused the input for good (HTTP 4xx other than 429)."""
 
 
+class RetriesExhausted(PermanentError):
+    """A "retryable" error that kept coming back for one message while its dependencies answered."""
+
+
 class RejectedByDatabase(PermanentError):
     """The database refused a row for good (a data or integrity error, SQLSTATE 22/23)."""
 

@@ -3,11 +3,14 @@
 Only ``complete`` documents of the caller's tenant are searched, and only
 vectors of the embedding model that embeds the query: vectors of different
 models are never compared. The HTTP API and ``ragstream search`` both call
-:func:`search`.
+:func:`search`, with the embedder :class:`QueryEmbedders` picks: the model a
+caller names, else the one ``ragstream reembed --swap`` made active, else the
+configured one. A swap is seen by the next query, without a restart.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +18,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select, text
 
 from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
-from ragstream.embedding import Embedder
+from ragstream.embedding import Embedder, make_embedder
+from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
 
 MAX_K = 100
@@ -32,6 +36,40 @@ class Hit:
     heading_path: tuple[str, ...]
     filename: str | None
     external_id: str | None
+
+
+class QueryEmbedders:
+    """The embedder for each model queries ask for, made once and kept for the process."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._made: dict[tuple[str, str], Embedder] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: str | None = None) -> Embedder:
+        """``model`` is a spec (``hash``, ``minilm``, ``openai:<name>``); None = the active one."""
+        from ragstream.ops import reembed  # the model registry; it imports the stages
+
+        chosen = (
+            reembed.model_settings(self.settings, model)
+            if model
+            else reembed.search_settings(self.settings, self.engine)
+        )
+        key = (chosen.embedder, chosen.openai_model if chosen.embedder == "openai" else "")
+        with self._lock:
+            if key not in self._made:
+                try:
+                    self._made[key] = make_embedder(chosen)
+                except ImportError as exc:  # e.g. minilm without its extra
+                    raise reembed.UnknownModel(f"model {model} cannot be loaded: {exc}") from exc
+            return self._made[key]
+
+    def close(self) -> None:
+        with self._lock:
+            for embedder in self._made.values():
+                embedder.close()
+            self._made.clear()
 
 
 def search(

@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         0.5, gt=0, description="First backoff after a retryable error."
     )
     retry_backoff_max_s: float = Field(30.0, gt=0, description="Longest backoff between retries.")
+    max_batch_attempts: int = Field(
+        8,
+        ge=2,
+        description="Attempts at a batch failing with a retryable error while the database "
+        "and the broker answer; then its messages are tried one by one and one that still "
+        "fails goes to the DLQ. While a dependency is down, retries never stop.",
+    )
     dlq_max_attempts: int = Field(
         3, ge=1, description="DLQ replays of one message before it stays in the DLQ."
     )

@@ -55,7 +55,7 @@ class Workers:
                 [sys.executable, "-m", "ragstream.cli", "worker", stage],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **settings_env(self.settings)},
+                env={**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"},
             )
         self.procs[stage].append(proc)
         return proc

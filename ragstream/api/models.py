@@ -126,6 +126,12 @@ class SearchCreate(BaseModel):
     metadata: dict[str, str] | None = Field(
         None, description="Only documents whose metadata has all these key/values."
     )
+    model: str | None = Field(
+        None,
+        max_length=200,
+        description="Embedding model to search (hash, minilm, openai:<name>); "
+        "default: the active one (see `ragstream reembed --swap`).",
+    )
 
 
 class SearchHitPublic(BaseModel):

@@ -12,12 +12,12 @@ from ragstream.api.keys import load_keys
 from ragstream.consumers.base import StageContext
 from ragstream.db.engine import make_engine
 from ragstream.db.migrate import require_head
-from ragstream.embedding import Embedder, make_embedder
 from ragstream.kafka import admin_client
 from ragstream.llamaparse.poller import Poller
 from ragstream.producers.producer import EventProducer
 from ragstream.producers.submit import Submitter
 from ragstream.schemas.codec import Codec, make_codec
+from ragstream.search import QueryEmbedders
 from ragstream.settings import Settings
 
 
@@ -28,7 +28,7 @@ class Services:
     codec: Codec
     producer: EventProducer
     submitter: Submitter
-    embedder: Embedder
+    embedders: QueryEmbedders
     ctx: StageContext
     keys: dict[str, str]
     admin: AdminClient
@@ -53,7 +53,7 @@ class Services:
             codec=codec,
             producer=producer,
             submitter=Submitter(settings, engine, producer, codec),
-            embedder=make_embedder(settings),
+            embedders=QueryEmbedders(settings, engine),
             ctx=ctx,
             keys=load_keys(settings),
             admin=admin_client(settings),
@@ -68,5 +68,5 @@ class Services:
             self.poller.stop()
             self.poller.producer.close(timeout_s=10)
         self.producer.close(timeout_s=10)
-        self.embedder.close()
+        self.embedders.close()
         self.engine.dispose()

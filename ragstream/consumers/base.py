@@ -104,6 +104,8 @@ class Stage(ABC):
     consumes: ClassVar[type[Event]]
     # The status a document enters when this stage picks it up (None: no such status).
     started_status: ClassVar[DocumentStatus | None] = None
+    # Whether a message this stage cannot process marks its document failed (besides the DLQ).
+    fails_documents: ClassVar[bool] = True
 
     def setup(self, ctx: StageContext) -> None:  # noqa: B027 - optional hook
         """Load what the stage needs once per process (models, tokenizers)."""

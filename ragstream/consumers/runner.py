@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from ragstream import topology, tracing
@@ -45,6 +45,7 @@ from ragstream.errors import (
     PermanentError,
     RagstreamError,
     RejectedByDatabase,
+    RetriesExhausted,
     UndecodableEvent,
 )
 from ragstream.kafka import consumer_config
@@ -252,20 +253,40 @@ class StageRunner:
         self._trace = None
 
     def _handle_decoded(self, batch: list[Incoming], started: float) -> None:
-        """Steps 2-6 of the module docstring, with retries; spans are opened around it."""
+        """Steps 2-6 of the module docstring, with retries; spans are opened around it.
+
+        A retryable error is retried for as long as a dependency is down. One that
+        persists while the database and the broker answer is the batch's own: its
+        messages are tried one by one, and one that still fails is dead-lettered.
+        """
         backoff = self.settings.retry_backoff_initial_s
         attempt = 0
+        give_up: RetriesExhausted | None = None
         while True:
             attempt += 1
             batch = [m for m in batch if (m.topic, m.partition) not in self._revoked_during_batch]
             if not batch:
                 return
             try:
-                self._while_polling(partial(self._process_and_commit, batch))
+                self._while_polling(partial(self._process_and_commit, batch, give_up))
                 break
             except Exception as exc:
                 if not _is_retryable(exc):
                     raise
+                if (
+                    give_up is None
+                    and attempt >= self.settings.max_batch_attempts
+                    and self._dependencies_answer()
+                ):
+                    if len(batch) > 1:
+                        for message in batch:
+                            self._handle_decoded([message], time.monotonic())
+                        return
+                    give_up = RetriesExhausted(
+                        f"still failing after {attempt} attempts while the database and the "
+                        f"broker answer: {type(exc).__name__}: {str(exc)[:1000]}"
+                    )
+                    continue
                 self.stats.retries += 1
                 metrics.RETRIES.labels(self.stage.name).inc()
                 log.warning(
@@ -306,22 +327,39 @@ class StageRunner:
             incoming.event = self.ctx.codec.decode(incoming.value, self.stage.consumes)  # type: ignore[arg-type]
         return incoming
 
-    def _process_and_commit(self, batch: list[Incoming]) -> None:
-        good = [m for m in batch if m.event is not None]
-        # A null value is a tombstone (a deleted document's keys): nothing to do, not poison.
-        failures = [
-            Failure(m, self._undecodable(m))
-            for m in batch
-            if m.event is None and m.value is not None
-        ]
-        self._mark_started(good)
-        out = self._work(good)
-        out.failures = failures + out.failures
+    def _process_and_commit(
+        self, batch: list[Incoming], give_up: RetriesExhausted | None = None
+    ) -> None:
+        if give_up is not None:  # one message, retried in vain: dead-letter it
+            out = StageOutput(failures=[Failure(m, give_up) for m in batch if m.value is not None])
+            self._commit(out)
+        else:
+            good = [m for m in batch if m.event is not None]
+            # A null value is a tombstone (a deleted document's keys): nothing to do, not poison.
+            failures = [
+                Failure(m, self._undecodable(m))
+                for m in batch
+                if m.event is None and m.value is not None
+            ]
+            self._mark_started(good)
+            out = self._work(good)
+            out.failures = failures + out.failures
         self._publish(out)
         self.stats.processed += len(batch) - len(out.failures)
         self.stats.failed += len(out.failures)
         metrics.MESSAGES.labels(self.stage.name, "processed").inc(len(batch) - len(out.failures))
         metrics.MESSAGES.labels(self.stage.name, "dlq").inc(len(out.failures))
+
+    def _dependencies_answer(self) -> bool:
+        """Whether the database and the broker both answer right now."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            self.consumer.list_topics(self.input_topic, timeout=5)
+        except Exception as exc:  # any failure means: not the message's fault, keep retrying
+            log.info("dependency_down", stage=self.stage.name, error=str(exc)[:300])
+            return False
+        return True
 
     def _undecodable(self, message: Incoming) -> RagstreamError:
         try:
@@ -383,7 +421,7 @@ class StageRunner:
                     repository.apply_transition(conn, t)
             for failure in out.failures:
                 doc = failure.message.document_id
-                if doc is None:
+                if doc is None or not self.stage.fails_documents:
                     continue
                 repository.apply_transition(
                     conn,
@@ -400,10 +438,10 @@ class StageRunner:
                 )
 
     def _publish(self, out: StageOutput) -> None:
-        failed_docs = {f.message.document_id for f in out.failures}
+        failed_docs = {str(f.message.document_id) for f in out.failures if f.message.document_id}
         for event in out.events:
             doc = getattr(event.event, "document_id", None)
-            if doc is not None and doc in {str(d) for d in failed_docs if d}:
+            if doc is not None and str(doc) in failed_docs:
                 continue
             self.producer.send(
                 event.topic,

@@ -24,7 +24,7 @@ from ragstream.consumers.runner import StageRunner
 from ragstream.db.engine import make_engine
 from ragstream.db.migrate import require_head
 from ragstream.db.models import ChunkBuffer, Document, EmbeddingModel, VectorBuffer
-from ragstream.errors import RagstreamError
+from ragstream.errors import PermanentError, RagstreamError
 from ragstream.kafka import admin_client
 from ragstream.ops import groups
 from ragstream.schemas.codec import make_codec
@@ -34,8 +34,8 @@ from ragstream.state import DocumentStatus
 BACKENDS: tuple[str, ...] = get_args(EmbedderName)
 
 
-class UnknownModel(RagstreamError):
-    """``--model`` names no embedding backend."""
+class UnknownModel(PermanentError):
+    """A model spec that names no embedding backend, or one that cannot be loaded here."""
 
 
 class CoverageIncomplete(RagstreamError):
@@ -46,10 +46,13 @@ class ShadowEmbedStage(EmbedStage):
     """The embed stage for a model search does not use yet: it writes vectors and nothing else.
 
     No status change and no ``ChunkEmbedded`` event: a document still in
-    flight must be completed by the live model's vectors, not by these.
+    flight must be completed by the live model's vectors, not by these. A chunk
+    the new model refuses goes to the DLQ and leaves its document as it is: the
+    live model still serves it, and the coverage shows the gap.
     """
 
     started_status: ClassVar[DocumentStatus | None] = None  # type: ignore[assignment]
+    fails_documents: ClassVar[bool] = False
 
     def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
         out = super().process(batch, ctx)

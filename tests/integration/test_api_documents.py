@@ -155,6 +155,11 @@ def test_progress_documents_chunks_and_search_after_the_pipeline(api: ApiServer)
             "/v1/search", json={"query": query, "metadata": {"batch": "other"}}
         ).json()
         assert none["hits"] == []
+        named = client.post("/v1/search", json={"query": query, "model": "hash"}).json()
+        assert named["model"] == "hash-384"
+        assert [h["chunk_id"] for h in named["hits"][:3]] == [h["chunk_id"] for h in found["hits"]]
+        unknown = client.post("/v1/search", json={"query": query, "model": "word2vec"})
+        assert unknown.status_code == 422 and "unknown model" in unknown.json()["detail"]
         assert client.post("/v1/search", json={"query": "", "k": 3}).status_code == 422
         assert client.post("/v1/search", json={"query": "x", "k": 0}).status_code == 422
 

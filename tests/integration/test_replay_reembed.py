@@ -9,18 +9,25 @@ the column cannot hold, or a test-only knob in the hash embedder.)
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+from confluent_kafka import Consumer, Message
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from ragstream import ids, topology
 from ragstream.cli import app
+from ragstream.consumers.base import Incoming, StageContext, StageOutput
+from ragstream.consumers.runner import StageRunner
 from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
 from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
-from ragstream.kafka import admin_client
+from ragstream.errors import EmbedderRejected
+from ragstream.kafka import admin_client, consumer_config
 from ragstream.ops import groups, reembed
+from ragstream.schemas.codec import make_codec
+from ragstream.search import QueryEmbedders, search
 from ragstream.settings import Settings
 from tests import corpus
 from tests.chaos.embedding_server import EmbeddingServer
@@ -109,12 +116,28 @@ def test_shadow_build_then_swap_only_when_coverage_is_complete(settings: Setting
         assert models[MODEL]["vectors"] == total and models[MODEL]["chunks"] == total + more
         assert models[MODEL]["state"] == "building"
 
+        embedders = QueryEmbedders(s, engine)  # made before the swap, as in a running API
+        assert embedders.get().name == "hash-384"
+        query = "the"
         result = cli.invoke(
             app, ["reembed", "--model", MODEL, "--swap", "--idle-timeout", "5"], env=env
         )
         assert result.exit_code == 0, result.output
         assert f"{more} chunk(s) embedded" in result.output  # resumed from its offsets
         assert f"search now uses {MODEL}" in result.output
+
+        # The next query uses the new model, without a restart; the old one can still be named.
+        assert embedders.get().name == MODEL
+        assert embedders.get("hash").name == "hash-384"
+        new_hits = search(engine, embedders.get(), query, tenant=settings.tenant, k=10)
+        old_hits = search(engine, embedders.get("hash"), query, tenant=settings.tenant, k=10)
+        assert len(new_hits) == len(old_hits) == 10
+        embedders.close()
+        found = cli.invoke(app, ["search", query, "--json", "--k", "3"], env=env)
+        assert found.exit_code == 0, found.output
+        assert len(json.loads(found.stdout)) == 3
+        wrong = cli.invoke(app, ["search", query, "--model", "word2vec"], env=env)
+        assert wrong.exit_code == 2 and "unknown model" in wrong.output
 
     active = reembed.active_model(engine)
     assert active is not None and (active.model, active.spec) == (MODEL, MODEL)
@@ -127,3 +150,40 @@ def test_shadow_build_then_swap_only_when_coverage_is_complete(settings: Setting
         reembed.canonical_spec(settings, "word2vec")
     assert reembed.canonical_spec(settings, "openai") == f"openai:{settings.openai_model}"
     engine.dispose()
+
+
+class _Refusing(reembed.ShadowEmbedStage):
+    """A new model that refuses every chunk (say, a smaller input limit)."""
+
+    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+        raise EmbedderRejected("input too long for this model")
+
+
+def test_a_chunk_the_new_model_refuses_leaves_its_document_complete(settings: Settings) -> None:
+    total = _through_pipeline(settings, corpus.mixed(2, seed=95))
+    engine = make_engine(settings)
+    ctx = StageContext(settings=settings, engine=engine, codec=make_codec(settings))
+    group = reembed.group_id(settings, "openai:refusing")
+    stats = StageRunner(_Refusing(), settings, engine, ctx, group_id=group).run(
+        max_messages=total, idle_timeout_s=15
+    )
+    assert (stats.processed, stats.failed) == (0, total)
+    with engine.connect() as conn:
+        statuses = set(conn.execute(select(Document.status)).scalars())
+    assert statuses == {"complete"}  # the live model still serves them
+    dlq = _read_dlq(settings, total)
+    assert {dict(m.headers())["ragstream-dlq-error-class"] for m in dlq} == {b"EmbedderRejected"}
+    engine.dispose()
+
+
+def _read_dlq(settings: Settings, expect: int) -> list[Message]:
+    consumer = Consumer(consumer_config(settings, f"{settings.topic_prefix}dlq-reader"))
+    consumer.subscribe([settings.topic(topology.dlq(topology.CHUNKED))])
+    found: list[Message] = []
+    deadline = time.monotonic() + 20
+    while len(found) < expect and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            found.append(msg)
+    consumer.close()
+    return found

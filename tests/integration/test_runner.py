@@ -16,6 +16,7 @@ from ragstream.consumers.runner import StageRunner
 from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
 from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
+from ragstream.errors import DependencyUnavailable
 from ragstream.kafka import consumer_config
 from ragstream.producers.producer import EventProducer
 from ragstream.schemas.codec import make_codec
@@ -254,3 +255,41 @@ def test_tombstones_are_skipped_not_dead_lettered(settings: Settings) -> None:
             select(Document.status).where(Document.id == good.document_id)
         ).scalar_one()
     assert status == "parsed"
+
+
+class _Stubborn(ParseStage):
+    """Fails with a retryable error whenever one cursed document is in the batch."""
+
+    name: ClassVar[str] = "parse"
+    cursed: ClassVar[set[object]] = set()
+
+    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+        if any(m.document_id in self.cursed for m in batch):
+            raise DependencyUnavailable("connection reset while writing this one")
+        return super().process(batch, ctx)
+
+
+def test_a_retryable_error_that_persists_while_dependencies_answer_is_dead_lettered(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(
+        update={"max_batch_attempts": 3, "retry_backoff_initial_s": 0.05}
+    )
+    submitter = prepare(settings)
+    files = corpus.mixed(4, seed=12)
+    ids = [submitter.submit(d, filename=n).document_id for n, d in files]
+    _Stubborn.cursed = {ids[1]}
+    engine = make_engine(settings)
+    ctx = StageContext(settings=settings, engine=engine, codec=make_codec(settings))
+    stats = StageRunner(_Stubborn(), settings, engine, ctx).run(max_messages=4, idle_timeout_s=15)
+    assert (stats.processed, stats.failed) == (3, 1)
+    assert stats.retries >= 2  # retried as a dependency failure first
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(Document)).all()}
+    assert {rows[i].status for i in ids if i != ids[1]} == {"parsed"}
+    stuck = rows[ids[1]]
+    assert (stuck.status, stuck.error_class) == ("failed", "RetriesExhausted")
+    assert "DependencyUnavailable" in stuck.error_message
+    (dead,) = _read_all(settings, topology.dlq(topology.UPLOADED), expect=1)
+    assert dict(dead.headers())["ragstream-dlq-error-class"] == b"RetriesExhausted"
+    assert _committed(settings, "parse") == 4

@@ -1,4 +1,4 @@
-"""``/v1/search``: the query embedded with the configured model, cosine top-k."""
+"""``/v1/search``: the query embedded with the active (or the named) model, cosine top-k."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ router = APIRouter(prefix="/v1/search", tags=["search"])
 @router.post("", responses={401: {"model": ErrorPublic}, 503: {"model": ErrorPublic}})
 def search(body: SearchCreate, services: ServicesDep, tenant: TenantDep) -> SearchPublic:
     """The chunks of the tenant's complete documents closest to ``query``, best first."""
+    embedder = services.embedders.get(body.model)
     hits = searching.search(
         services.engine,
-        services.embedder,
+        embedder,
         body.query,
         tenant=tenant,
         k=body.k,
@@ -24,7 +25,7 @@ def search(body: SearchCreate, services: ServicesDep, tenant: TenantDep) -> Sear
         metadata=body.metadata,
     )
     return SearchPublic(
-        model=services.embedder.name,
+        model=embedder.name,
         hits=[
             SearchHitPublic(
                 score=h.score,
