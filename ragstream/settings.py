@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         300, ge=10, description="Kafka max.poll.interval.ms, in seconds."
     )
     session_timeout_s: int = Field(30, ge=6, description="Kafka session.timeout.ms, in seconds.")
+    consumer_stall_s: float = Field(
+        30.0,
+        gt=0,
+        description="A consumer that reads nothing this long while its partitions hold unread "
+        "messages is rebuilt (a client that stopped fetching, as seen after broker restarts).",
+    )
     retry_backoff_initial_s: float = Field(
         0.5, gt=0, description="First backoff after a retryable error."
     )

@@ -12,6 +12,11 @@ MESSAGES = Counter(
 RETRIES = Counter(
     "ragstream_stage_retries_total", "Batches retried after a retryable error.", ("stage",)
 )
+CONSUMER_REBUILDS = Counter(
+    "ragstream_consumer_rebuilds_total",
+    "Consumers rebuilt because they read nothing while their partitions held messages.",
+    ("stage",),
+)
 BATCH_SECONDS = Histogram(
     "ragstream_stage_batch_seconds",
     "Time to handle one batch, from decode to stored offsets.",

@@ -66,6 +66,7 @@ class RunStats:
     processed: int = 0
     failed: int = 0
     retries: int = 0
+    rebuilt_consumers: int = 0
 
 
 class StageRunner:
@@ -89,9 +90,7 @@ class StageRunner:
         self.input_topic = settings.topic(self.spec.input_topic)
         self.dlq_topic = settings.topic(topology.dlq(self.spec.input_topic))
         self.group_id = group_id or settings.topic_prefix + self.spec.group_id
-        self.consumer = Consumer(
-            consumer_config(settings, self.group_id, **{"client.id": f"ragstream-{stage.name}"})
-        )
+        self.consumer = self._new_consumer()
         self.producer = EventProducer(settings)
         self.stats = RunStats()
         self._stopping = threading.Event()
@@ -103,6 +102,22 @@ class StageRunner:
         self._lag_refreshed = 0.0
         self.health = HealthServer(self, settings.health_port) if health else None
         self._trace: tracing.BatchTrace | None = None
+        self._last_read = self._stall_checked = time.monotonic()
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
+            consumer_config(
+                self.settings, self.group_id, **{"client.id": f"ragstream-{self.stage.name}"}
+            )
+        )
+
+    def _subscribe(self) -> None:
+        self.consumer.subscribe(
+            [self.input_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
 
     # --- lifecycle -------------------------------------------------------
     def stop(self) -> None:
@@ -128,12 +143,7 @@ class StageRunner:
         self.stage.setup(self.ctx)
         if self.health is not None:
             self.health.start()
-        self.consumer.subscribe(
-            [self.input_topic],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        self._subscribe()
         last_work = time.monotonic()
         try:
             while not self._stopping.is_set():
@@ -148,7 +158,9 @@ class StageRunner:
                 if not batch:
                     if idle_timeout_s is not None and time.monotonic() - last_work > idle_timeout_s:
                         break
+                    self._unstall()
                     continue
+                self._last_read = time.monotonic()
                 self._handle(batch)
                 last_work = time.monotonic()
         finally:
@@ -169,6 +181,59 @@ class StageRunner:
             if self.health is not None:
                 self.health.stop()
             log.info("stopped", stage=self.stage.name, **self.stats.__dict__)
+
+    def _unstall(self) -> None:
+        """Rebuild a consumer that reads nothing while its partitions hold unread messages.
+
+        After a broker restart the client can keep its assignment yet never fetch
+        again (it heartbeats, so the group sees a healthy member). Closing it
+        commits what was finished; a new one joins and reads from there.
+        """
+        now = time.monotonic()
+        stall = self.settings.consumer_stall_s
+        if now - self._last_read < stall or now - self._stall_checked < stall:
+            return
+        self._stall_checked = now
+        unread = self._unread()
+        if not unread:
+            return
+        log.warning(
+            "consumer_stalled",
+            stage=self.stage.name,
+            idle_s=round(now - self._last_read, 1),
+            unread=unread,
+        )
+        metrics.CONSUMER_REBUILDS.labels(self.stage.name).inc()
+        self.stats.rebuilt_consumers += 1
+        self._carry = []
+        try:
+            self.consumer.close()
+        except KafkaException as exc:
+            log.warning("close_failed", stage=self.stage.name, error=str(exc))
+        self._assigned = set()
+        self.consumer = self._new_consumer()
+        self._subscribe()
+        self._last_read = time.monotonic()
+
+    def _unread(self) -> dict[int, int]:
+        """Unread messages per assigned partition, from the broker (not the client's cache)."""
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return {}
+        try:
+            committed = self.consumer.committed(assignment, timeout=10)
+            positions = {tp.partition: tp.offset for tp in self.consumer.position(assignment)}
+            unread = {}
+            for tp in committed:
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                read = max(positions.get(tp.partition, -1), tp.offset)
+                read = read if read >= 0 else low
+                if high > read:
+                    unread[tp.partition] = high - read
+        except KafkaException as exc:  # the broker is away: nothing to conclude yet
+            log.info("stall_check_failed", stage=self.stage.name, error=str(exc)[:300])
+            return {}
+        return unread
 
     # --- rebalance -------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

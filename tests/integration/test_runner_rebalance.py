@@ -1,4 +1,4 @@
-"""Partitions taken away while a batch runs, and given back afterwards, are read again."""
+"""Partitions taken away during a batch and given back are read again; a stuck client is rebuilt."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from typing import ClassVar
 
 import pytest
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from ragstream import topology
 from ragstream.consumers.base import Incoming, StageContext, StageOutput
@@ -95,3 +95,33 @@ def test_partitions_revoked_during_a_paused_batch_are_read_after_they_return(
             other.close()
         runner.stop()
         worker.join(30)
+
+
+class _StopsFetching(StageRunner):
+    """A runner whose first consumer keeps its partitions but never fetches (a stuck client)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.stuck_once = False
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        super()._on_assign(consumer, partitions)
+        if not self.stuck_once and partitions:
+            self.stuck_once = True
+            consumer.incremental_assign(partitions)
+            consumer.pause(partitions)
+
+
+def test_a_consumer_that_stops_fetching_is_rebuilt(settings: Settings) -> None:
+    settings = settings.model_copy(update={"consumer_stall_s": 3.0})
+    submitter = prepare(settings)
+    files = corpus.mixed(4, seed=62)
+    for name, data in files:
+        submitter.submit(data, filename=name)
+    engine = make_engine(settings)
+    ctx = StageContext(settings=settings, engine=engine, codec=make_codec(settings))
+    runner = _StopsFetching(ParseStage(), settings, engine, ctx)
+    stats = runner.run(max_messages=len(files), idle_timeout_s=30)
+    assert runner.stuck_once
+    assert stats.rebuilt_consumers == 1
+    assert stats.processed == len(files)
