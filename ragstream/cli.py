@@ -111,8 +111,8 @@ def worker(stage: Annotated[str, typer.Argument(help="parse, chunk, embed or fin
     if stage not in STAGE_NAMES:
         console.print(f"[red]unknown stage {stage!r}; one of {', '.join(STAGE_NAMES)}[/red]")
         raise typer.Exit(2)
-    configure_logging()
     settings = _resolved()
+    configure_logging(settings.log_level)
     from ragstream import tracing
 
     tracing.setup(settings, f"ragstream-{stage}")
@@ -133,8 +133,8 @@ def supervise(
     from ragstream.logs import configure_logging
     from ragstream.supervisor import Supervisor
 
-    configure_logging(json=True)
     settings = _resolved()
+    configure_logging(settings.log_level, json=True)
     Supervisor(
         log_dir=settings.data_dir / "logs",
         workers_per_stage=workers,
@@ -366,8 +366,8 @@ def monitor() -> None:
     from ragstream.logs import configure_logging
     from ragstream.monitor.app import Monitor
 
-    configure_logging()
     settings = _resolved()
+    configure_logging(settings.log_level)
     tracing.setup(settings, "ragstream-monitor")
     engine = make_engine(settings)
     require_head(engine)
@@ -696,8 +696,8 @@ def api() -> None:
     from ragstream.api.app import create_app
     from ragstream.logs import configure_logging
 
-    configure_logging()
     settings = _resolved()
+    configure_logging(settings.log_level)
     uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port)
 
 

@@ -41,6 +41,9 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "max.poll.interval.ms": settings.max_poll_interval_s * 1000,
         "session.timeout.ms": settings.session_timeout_s * 1000,
         "fetch.max.bytes": 32 * 1024 * 1024,
+        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+        "fetch.error.backoff.ms": 50,
+        "fetch.queue.backoff.ms": 50,
         **overrides,
     }
 

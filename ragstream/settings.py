@@ -54,16 +54,29 @@ class Settings(BaseSettings):
     # --- identity ---------------------------------------------------------
     tenant: str = Field("default", description="Tenant used by the CLI when submitting documents.")
 
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of workers, the API and the monitor (DEBUG logs each batch)."
+    )
+
     # --- stage runner -----------------------------------------------------
     max_batch_size: int = Field(64, ge=1, description="Most messages a stage handles in one batch.")
     max_batch_wait_s: float = Field(
-        0.2, gt=0, description="Longest wait to fill a batch before processing it."
+        0.0,
+        ge=0,
+        description="Linger to fill a batch once its first message is in (0: take what is "
+        "already fetched; under load, batches fill while the previous one is processed).",
     )
     poll_timeout_s: float = Field(0.5, gt=0, description="Timeout of one consumer poll.")
     max_poll_interval_s: int = Field(
         300, ge=10, description="Kafka max.poll.interval.ms, in seconds."
     )
     session_timeout_s: int = Field(30, ge=6, description="Kafka session.timeout.ms, in seconds.")
+    fetch_wait_max_ms: int = Field(
+        50,
+        ge=0,
+        description="Kafka fetch.wait.max.ms: how long the broker holds an empty fetch. Short "
+        "keeps a document's latency low when partitions resume after a batch.",
+    )
     consumer_stall_s: float = Field(
         30.0,
         gt=0,

@@ -156,7 +156,6 @@ def settings(stack: Stack, fresh_database: Callable[[], str], tmp_path: Path) ->
         partitions=3,
         embedder="hash",
         data_dir=tmp_path / "data",
-        max_batch_wait_s=0.1,
         poll_timeout_s=0.2,
         retry_backoff_initial_s=0.2,
         retry_backoff_max_s=2.0,

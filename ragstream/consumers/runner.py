@@ -4,8 +4,8 @@ For every batch, in this order and no other:
 
 1. decode (undecodable records become failures);
 2. mark the batch's documents as started (``parsing``, ...), so progress is visible;
-3. run the stage while the consumer keeps polling with its partitions paused
-   (a slow batch never exceeds ``max.poll.interval.ms``);
+3. run the stage in a worker thread; past a second, the consumer is polled
+   with its partitions paused (a slow batch never exceeds ``max.poll.interval.ms``);
 4. one database transaction: upserts (de-duplicated by key), status changes,
    and ``failed`` for every failure;
 5. produce the output events and the DLQ records, and wait for every ack;
@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
 from types import FrameType
@@ -58,6 +58,8 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 ATTEMPT_HEADER = "ragstream-attempt"
+PAUSE_AFTER_S = 1.0
+"""A batch running longer than this has its partitions paused while the consumer is polled."""
 
 
 @dataclass
@@ -263,24 +265,37 @@ class StageRunner:
 
     # --- polling ---------------------------------------------------------
     def _next_batch(self) -> list[Message]:
-        batch, self._carry = (
-            self._carry[: self.settings.max_batch_size],
-            self._carry[self.settings.max_batch_size :],
-        )
-        deadline = time.monotonic() + self.settings.max_batch_wait_s
-        while len(batch) < self.settings.max_batch_size:
-            timeout = deadline - time.monotonic() if batch else self.settings.poll_timeout_s
-            if timeout <= 0:
-                break
-            messages = self.consumer.consume(self.settings.max_batch_size - len(batch), timeout)
+        """The first message as soon as it arrives, then whatever is already fetched.
+
+        No waiting to fill a batch by default: under load, messages that arrive
+        while a batch is processed form the next one (``max_batch_wait_s`` adds
+        a linger for backends that want fuller batches).
+        """
+        limit = self.settings.max_batch_size
+        batch, self._carry = self._carry[:limit], self._carry[limit:]
+        if not batch:
+            first = self.consumer.poll(self.settings.poll_timeout_s)
+            if first is None:
+                return []
+            error = first.error()
+            if error is not None:
+                self._on_consumer_error(error)
+                return []
+            batch.append(first)
+        linger_until = time.monotonic() + self.settings.max_batch_wait_s
+        timeout = 0.0
+        while len(batch) < limit:
+            messages = self.consumer.consume(limit - len(batch), timeout)
             for msg in messages:
                 error = msg.error()
                 if error is not None:
                     self._on_consumer_error(error)
                     continue
                 batch.append(msg)
-            if not batch:
+            timeout = linger_until - time.monotonic()
+            if not messages and timeout <= 0:
                 break
+            timeout = max(timeout, 0.0)
         return batch
 
     def _on_consumer_error(self, error: KafkaError) -> None:
@@ -291,21 +306,28 @@ class StageRunner:
     def _while_polling(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` in a worker thread while this thread keeps the consumer alive.
 
-        Partitions are paused so polling fetches nothing new; anything that still
-        arrives is carried over to the next batch, never dropped.
+        A short batch just runs: the fetcher keeps prefetching the next one. A
+        batch still running after ``PAUSE_AFTER_S`` gets its partitions paused and
+        the consumer polled (rebalances, max.poll.interval) until it ends;
+        anything that still arrives is carried over to the next batch, never
+        dropped. Pausing every batch would cost each one up to a second: the
+        fetcher notices a resume only on its next wake-up.
         """
-        assignment = self.consumer.assignment()
-        self.consumer.pause(assignment)
         future: Future[T] = self._executor.submit(fn)
+        if wait([future], timeout=PAUSE_AFTER_S).done:
+            self.heartbeat = time.monotonic()
+            return future.result()
+        self.consumer.pause(self.consumer.assignment())
         try:
-            while not future.done():
-                msg = self.consumer.poll(0.05)
+            # Wake on the future, not on a poll timeout: the batch's end is not delayed.
+            while not wait([future], timeout=0.05).done:
+                msg = self.consumer.poll(0)
                 self.heartbeat = time.monotonic()
                 if msg is not None and msg.error() is None:
                     self._carry.append(msg)
             return future.result()
         finally:
-            self.consumer.resume([p for p in self.consumer.assignment()])
+            self.consumer.resume(self.consumer.assignment())
 
     # --- one batch -------------------------------------------------------
     def _handle(self, raw: list[Message]) -> None:
