@@ -111,6 +111,12 @@ class Settings(BaseSettings):
     parser_memory_mb: int = Field(
         1024, ge=256, description="Address-space limit of the parser subprocess."
     )
+    pdf_part_pages: int = Field(
+        32,
+        ge=1,
+        description="A PDF with more pages is parsed as parts of this many pages, in parallel "
+        "across the parse workers, then merged.",
+    )
     max_upload_bytes: int = Field(
         100 * 1024 * 1024, ge=1, description="Largest accepted document, in bytes."
     )

@@ -6,12 +6,15 @@ import uuid
 from datetime import datetime
 
 from ragstream import ids, topology
+from ragstream.consumers import parts
 from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, StageOutput
 from ragstream.db import blobs
 from ragstream.db.models import ParseBuffer
 from ragstream.db.repository import Transition
 from ragstream.documents import ParsedDocument
+from ragstream.errors import CorruptDocument
 from ragstream.parsing import parse_document
+from ragstream.parsing.core import NO_TEXT
 from ragstream.schemas.events import DocumentParsed, DocumentUploaded, utc_now
 from ragstream.state import DocumentStatus
 
@@ -29,12 +32,24 @@ class ParseStage(Stage):
             return submit_to_llamaparse(message, ctx)
         with ctx.engine.connect() as conn:
             data = blobs.get(conn, event.blob_sha256)
-        parsed = parse_document(
-            data,
-            filename=event.filename,
-            timeout_s=ctx.settings.parser_timeout_s,
-            memory_mb=ctx.settings.parser_memory_mb,
-        )
+        if event.part_index is not None:
+            merged = parts.parse_part(message, data, ctx)
+            if merged is None:  # other parts are still being parsed
+                return StageOutput()
+            parsed = merged
+        else:
+            # A PDF is read up to the part size first: a longer one is split there.
+            parsed = parse_document(
+                data,
+                filename=event.filename,
+                timeout_s=ctx.settings.parser_timeout_s,
+                memory_mb=ctx.settings.parser_memory_mb,
+                pages=(1, ctx.settings.pdf_part_pages),
+            )
+            if parsed.page_count and parsed.page_count > ctx.settings.pdf_part_pages:
+                return parts.fan_out(message, parsed, ctx)
+            if not parsed.blocks:
+                raise CorruptDocument(NO_TEXT)
         return parsed_output(
             ctx,
             uuid.UUID(event.document_id),

@@ -105,6 +105,7 @@ class StageRunner:
         self.health = HealthServer(self, settings.health_port) if health else None
         self._trace: tracing.BatchTrace | None = None
         self._last_read = self._stall_checked = time.monotonic()
+        self._phases: dict[str, float] = {}
 
     def _new_consumer(self) -> Consumer:
         return Consumer(
@@ -332,6 +333,7 @@ class StageRunner:
     # --- one batch -------------------------------------------------------
     def _handle(self, raw: list[Message]) -> None:
         started = time.monotonic()
+        self._phases = dict.fromkeys(("stage_s", "commit_s", "publish_s"), 0.0)
         self._revoked_during_batch = set()
         batch = [self._decode(m) for m in raw]
         traced = [(_document(m), m.header(tracing.TRACEPARENT)) for m in batch]
@@ -398,6 +400,7 @@ class StageRunner:
             messages=len(batch),
             document_ids=sorted({d for d in map(_document, batch) if d})[:50],
             elapsed_s=round(elapsed, 3),
+            **{k: round(v, 3) for k, v in self._phases.items()},
         )
 
     def _decode(self, msg: Message) -> Incoming:
@@ -431,7 +434,9 @@ class StageRunner:
             self._mark_started(good)
             out = self._work(good)
             out.failures = failures + out.failures
+        began = time.monotonic()
         self._publish(out)
+        self._phases["publish_s"] += time.monotonic() - began
         self.stats.processed += len(batch) - len(out.failures)
         self.stats.failed += len(out.failures)
         metrics.MESSAGES.labels(self.stage.name, "processed").inc(len(batch) - len(out.failures))
@@ -477,8 +482,12 @@ class StageRunner:
         if not batch:
             return StageOutput()
         try:
+            began = time.monotonic()
             out = self.stage.process(batch, self.ctx)
+            self._phases["stage_s"] += time.monotonic() - began
+            began = time.monotonic()
             self._commit(out)
+            self._phases["commit_s"] += time.monotonic() - began
             return out
         except (PermanentError, DBAPIError) as exc:
             error = _as_permanent(exc)

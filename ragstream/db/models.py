@@ -130,6 +130,24 @@ class ParseBuffer(Lineage, Base):
     block_count: Mapped[int] = mapped_column(Integer)
 
 
+class DocumentPart(Base):
+    """One page range of a large PDF, parsed on its own; the last one in merges them all."""
+
+    __tablename__ = "document_parts"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    part_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    part_count: Mapped[int] = mapped_column(Integer)
+    page_start: Mapped[int] = mapped_column(Integer)
+    page_end: Mapped[int] = mapped_column(Integer)
+    parsed_blob_sha256: Mapped[str | None] = mapped_column(String(64))
+    block_count: Mapped[int | None] = mapped_column(Integer)
+    parsed_at: Mapped[datetime | None] = mapped_column(TZ)
+
+
 class ChunkBuffer(Lineage, Base):
     __tablename__ = "document_chunk_buffer"
 

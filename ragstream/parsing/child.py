@@ -66,7 +66,9 @@ def _parse(data: bytes, header: dict[str, object]) -> bytes:
     if isinstance(debug, str):
         _misbehave(debug)
     filename = header.get("filename")
-    return parse_bytes(data, filename if isinstance(filename, str) else None).to_json()
+    pages = header.get("pages")
+    page_range = (int(pages[0]), int(pages[1])) if isinstance(pages, list) else None
+    return parse_bytes(data, filename if isinstance(filename, str) else None, page_range).to_json()
 
 
 def _misbehave(action: str) -> None:

@@ -16,24 +16,30 @@ NO_TEXT = "no extractable text"
 TOO_DEEP = "document is nested too deeply to parse"
 
 
-def parse_bytes(data: bytes, filename: str | None = None) -> ParsedDocument:
-    """Parse ``data`` in this process; ``filename`` only breaks Markdown/text ties."""
+def parse_bytes(
+    data: bytes, filename: str | None = None, pages: tuple[int, int] | None = None
+) -> ParsedDocument:
+    """Parse ``data`` in this process; ``filename`` only breaks Markdown/text ties.
+
+    ``pages`` (first, last) parses only those pages of a PDF: one part of a
+    document parsed in parts, which may have no text of its own.
+    """
     sniffed = sniff(data, filename)
     try:
-        document = _dispatch(sniffed, data)
+        document = _dispatch(sniffed, data, pages)
     except RecursionError:
         raise CorruptDocument(TOO_DEEP) from None
-    if not document.blocks:
+    if not document.blocks and (pages is None or sniffed.content_type != PDF):
         raise CorruptDocument(NO_TEXT)
     return document
 
 
-def _dispatch(sniffed: Sniffed, data: bytes) -> ParsedDocument:
+def _dispatch(sniffed: Sniffed, data: bytes, pages: tuple[int, int] | None) -> ParsedDocument:
     content_type = sniffed.content_type
     if content_type == PDF:
         from ragstream.parsing.pdf import parse_pdf
 
-        return parse_pdf(data)
+        return parse_pdf(data, pages)
     if content_type == DOCX:
         from ragstream.parsing.docx import parse_docx
 

@@ -58,7 +58,10 @@ def parser_version() -> str:
     return f"pypdfium2/{version('pypdfium2')}+pdfium/{pdfium.PDFIUM_INFO.build}"
 
 
-def parse_pdf(data: bytes) -> ParsedDocument:
+def parse_pdf(data: bytes, pages: tuple[int, int] | None = None) -> ParsedDocument:
+    """Pages ``pages`` (first, last; 1-based, inclusive) only, when given: one part of a
+    document parsed in parts. ``page_count`` is the whole document's either way, and a
+    part without text is not an error (the document as a whole may have some)."""
     _check_complete(data)
     try:
         document = pdfium.PdfDocument(data)
@@ -71,7 +74,8 @@ def parse_pdf(data: bytes) -> ParsedDocument:
         page_count = len(document)
         builder = BlockBuilder()
         sizes: Counter[float] = Counter()
-        for index in range(page_count):
+        first, last = (1, page_count) if pages is None else pages
+        for index in range(max(first, 1) - 1, min(last, page_count)):
             lines = _read_page(document, index)
             for line in lines:
                 if line is not None and line.size > 0:
@@ -82,7 +86,7 @@ def parse_pdf(data: bytes) -> ParsedDocument:
         title = _metadata_title(document)
     finally:
         document.close()
-    if not len(builder):
+    if not len(builder) and pages is None:
         raise CorruptDocument(NO_TEXT)
     return ParsedDocument(
         blocks=builder.blocks,

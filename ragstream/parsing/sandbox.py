@@ -51,7 +51,12 @@ _MAX_TIMEOUT_S = 7 * 24 * 3600.0  # beyond this, a "timeout" is a configuration 
 
 
 def parse_document(
-    data: bytes, *, filename: str | None, timeout_s: float, memory_mb: int
+    data: bytes,
+    *,
+    filename: str | None,
+    timeout_s: float,
+    memory_mb: int,
+    pages: tuple[int, int] | None = None,
 ) -> ParsedDocument:
     """Parse ``data`` in a sandbox limited to ``timeout_s`` seconds and ``memory_mb`` MiB.
 
@@ -60,7 +65,9 @@ def parse_document(
     sandbox that cannot run at all raises a :class:`RetryableError`. About
     55 MiB of ``memory_mb`` go to the interpreter and the parser libraries.
     """
-    return _run_child(data, filename=filename, timeout_s=timeout_s, memory_mb=memory_mb)
+    return _run_child(
+        data, filename=filename, timeout_s=timeout_s, memory_mb=memory_mb, pages=pages
+    )
 
 
 def _run_child(
@@ -70,15 +77,18 @@ def _run_child(
     timeout_s: float,
     memory_mb: int,
     debug: str | None = None,
+    pages: tuple[int, int] | None = None,
 ) -> ParsedDocument:
     """The sandbox proper; ``debug`` lets tests make the child misbehave (see ``child``)."""
     if not 0 < timeout_s < _MAX_TIMEOUT_S:
         raise ValueError(f"timeout_s must be positive and finite, not {timeout_s}")
     if memory_mb <= 0:
         raise ValueError(f"memory_mb must be positive, not {memory_mb}")
-    header = {"filename": filename, "memory_mb": memory_mb, "size": len(data)}
+    header: dict[str, object] = {"filename": filename, "memory_mb": memory_mb, "size": len(data)}
     if debug is not None:
         header["debug"] = debug
+    if pages is not None:
+        header["pages"] = list(pages)
     ours, theirs = socket.socketpair()
     with ours:
         try:

@@ -125,6 +125,7 @@ class DocumentUploaded(Event):
     SCHEMA_NAME: ClassVar[str] = "DocumentUploaded"
     _DATETIME_FIELDS: ClassVar[tuple[str, ...]] = ("uploaded_at", "emitted_at")
 
+    schema_version: int = 2  # v2: part fields for large PDFs parsed in parts
     document_id: str
     job_id: str
     tenant: str
@@ -135,6 +136,10 @@ class DocumentUploaded(Event):
     filename: str | None = None
     parser: str = "local"
     metadata: dict[str, str] = field(default_factory=dict)
+    part_index: int | None = None
+    part_count: int | None = None
+    page_start: int | None = None
+    page_end: int | None = None
 
     def _check(self) -> None:
         if self.parser not in PARSER_CHOICES:

@@ -514,8 +514,9 @@ def test_defaults() -> None:
         None,
         "local",
         {},
-        1,
+        2,
     )
+    assert (event.part_index, event.part_count, event.page_start, event.page_end) == (None,) * 4
     assert len(event.event_id) == 36
     assert event.emitted_at.microsecond % 1000 == 0
     other = minimal_events()[0]

@@ -1,0 +1,82 @@
+"""A large PDF is parsed as page ranges across parse workers, then merged into one document."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from ragstream.consumers.parts import page_ranges
+from ragstream.consumers.worker import build_runner
+from ragstream.db import blobs
+from ragstream.db.engine import make_engine
+from ragstream.db.models import ChunkBuffer, Document, DocumentPart, ParseBuffer
+from ragstream.documents import ParsedDocument
+from ragstream.parsing import parse_document
+from ragstream.settings import Settings
+from tests import corpus
+from tests.pipeline import prepare
+
+pytestmark = pytest.mark.integration
+
+
+def test_page_ranges_cover_every_page_once() -> None:
+    assert page_ranges(100, 32) == [(1, 32), (33, 64), (65, 96), (97, 100)]
+    assert page_ranges(64, 32) == [(1, 32), (33, 64)]
+    assert page_ranges(33, 32) == [(1, 32), (33, 33)]
+
+
+def test_a_long_pdf_is_parsed_in_parts_by_two_workers_and_merged_once(settings: Settings) -> None:
+    settings = settings.model_copy(update={"pdf_part_pages": 8})
+    pages = 30
+    data = corpus.pdf(seed=71, pages=pages)
+    short_name, short = corpus.mixed(1, seed=72)[0]
+    submitter = prepare(settings)
+    long_id = submitter.submit(data, filename="long.pdf").document_id
+    short_id = submitter.submit(short, filename=short_name).document_id
+
+    # Two parse workers share the parts: 1 split + 3 parts + 1 short document = 5 messages.
+    stats = []
+
+    def work() -> None:
+        stats.append(build_runner(settings, "parse").run(idle_timeout_s=12))
+
+    workers = [threading.Thread(target=work) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert sum(s.processed for s in stats) == 5 and sum(s.failed for s in stats) == 0
+
+    engine = make_engine(settings)
+    with engine.connect() as conn:
+        docs = {d.id: d for d in conn.execute(select(Document)).all()}
+        parts = conn.execute(select(DocumentPart).where(DocumentPart.document_id == long_id)).all()
+        parse_rows = conn.execute(
+            select(ParseBuffer).where(ParseBuffer.document_id == long_id)
+        ).all()
+        merged = ParsedDocument.from_json(blobs.get(conn, parse_rows[0].text_blob_sha256))
+    assert docs[long_id].status == "parsed" and docs[short_id].status == "parsed"
+    assert docs[long_id].page_count == pages
+    assert [
+        (p.part_index, p.page_start, p.page_end) for p in sorted(parts, key=lambda p: p.part_index)
+    ] == [(0, 1, 8), (1, 9, 16), (2, 17, 24), (3, 25, 30)]
+    assert all(p.parsed_blob_sha256 for p in parts)
+    assert len(parse_rows) == 1
+
+    # The merged document has the whole document's text, page by page, in order.
+    whole = parse_document(data, filename="long.pdf", timeout_s=60, memory_mb=1024)
+    assert merged.page_count == whole.page_count == pages
+    assert [b.text for b in merged.blocks] == [b.text for b in whole.blocks]
+    assert [b.page for b in merged.blocks] == sorted(b.page for b in merged.blocks)
+    assert {b.page for b in merged.blocks} == set(range(1, pages + 1))
+
+    # One DocumentParsed: the chunk stage sees the document once.
+    chunk = build_runner(settings, "chunk").run(idle_timeout_s=8)
+    assert chunk.processed == 2
+    with engine.connect() as conn:
+        chunk_docs = conn.execute(
+            select(ChunkBuffer.document_id, func.count()).group_by(ChunkBuffer.document_id)
+        ).all()
+    assert {d for d, _ in chunk_docs} == {long_id, short_id}
