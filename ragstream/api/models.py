@@ -67,6 +67,10 @@ class JobPublic(BaseModel):
     current_stage: str | None = Field(description="The stage working or next to work; None at end.")
     chunks_total: int | None = Field(description="Known once the document is chunked.")
     chunks_embedded: int
+    parts_total: int | None = Field(
+        None, description="A large PDF parsed in parts: how many (None for a whole document)."
+    )
+    parts_parsed: int | None = Field(None, description="Of those parts, how many are parsed.")
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None

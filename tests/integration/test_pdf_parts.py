@@ -16,6 +16,7 @@ from ragstream.documents import ParsedDocument
 from ragstream.parsing import parse_document
 from ragstream.settings import Settings
 from tests import corpus
+from tests.integration.test_api_server import serve, upload
 from tests.pipeline import prepare
 
 pytestmark = pytest.mark.integration
@@ -80,3 +81,23 @@ def test_a_long_pdf_is_parsed_in_parts_by_two_workers_and_merged_once(settings: 
             select(ChunkBuffer.document_id, func.count()).group_by(ChunkBuffer.document_id)
         ).all()
     assert {d for d, _ in chunk_docs} == {long_id, short_id}
+
+
+def test_the_job_shows_the_parts_parsed_so_far(settings: Settings) -> None:
+    settings = settings.model_copy(update={"pdf_part_pages": 10})
+    for server in serve(settings):
+        with server.client() as client:
+            accepted = upload(client, ("long.pdf", corpus.pdf(seed=73, pages=25))).json()
+            job_url = accepted["documents"][0]["status_url"]
+            assert client.get(job_url).json()["parts_total"] is None  # not split yet
+            # The first message splits the document: part 0 is parsed, two are sent out.
+            first = build_runner(server.settings, "parse").run(max_messages=1, idle_timeout_s=10)
+            assert first.processed == 1
+            job = client.get(job_url).json()
+            assert (job["parts_total"], job["parts_parsed"]) == (3, 1)
+            assert job["status"] != "complete" and job["current_stage"] == "parse"
+            rest = build_runner(server.settings, "parse").run(max_messages=2, idle_timeout_s=10)
+            assert rest.processed == 2
+            job = client.get(job_url).json()
+            assert (job["parts_total"], job["parts_parsed"]) == (3, 3)
+            assert job["current_stage"] == "chunk"

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from ragstream.api.deps import ServicesDep, TenantDep
 from ragstream.api.models import ErrorInfo, ErrorPublic, JobPublic, StageTiming, VersionPublic
-from ragstream.db.models import ChunkBuffer, Document, Job, VectorBuffer
+from ragstream.db.models import ChunkBuffer, Document, DocumentPart, Job, VectorBuffer
 from ragstream.state import STATUS_TIMESTAMP_FIELD, DocumentStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -62,6 +62,11 @@ def get_job(job_id: uuid.UUID, services: ServicesDep, tenant: TenantDep) -> JobP
             .select_from(VectorBuffer)
             .where(VectorBuffer.document_id == document.id, VectorBuffer.job_id == job.id)
         ).scalar_one()
+        parts = conn.execute(
+            select(func.count(), func.count(DocumentPart.parsed_at)).where(
+                DocumentPart.document_id == document.id, DocumentPart.job_id == job.id
+            )
+        ).one()
         versions = (
             conn.execute(
                 select(Document.id, Document.version, Document.status)
@@ -87,6 +92,8 @@ def get_job(job_id: uuid.UUID, services: ServicesDep, tenant: TenantDep) -> JobP
         current_stage=_STAGE_OF.get(document.status) if current else None,
         chunks_total=chunks if current and document.chunk_count is not None else None,
         chunks_embedded=embedded,
+        parts_total=parts[0] or None,
+        parts_parsed=parts[1] if parts[0] else None,
         created_at=job.created_at,
         updated_at=job.updated_at,
         finished_at=job.finished_at,
