@@ -67,6 +67,7 @@ class Phases:
     main: dict[str, Any] = field(default_factory=dict)
     peer: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
+    fanout: dict[str, Any] = field(default_factory=dict)
 
     def note_load(self, phase: str) -> None:
         self.load.append((phase, os.getloadavg()))
@@ -98,6 +99,8 @@ def run_bench(settings: Settings, options: BenchOptions, sink: Log = print) -> d
             _peer(base, corpus_dir, phases, log)
         if _wants_memory(options) and not phases.memory:
             _memory(databases, work, phases, log)
+        if options.memory_pdf_pages > 0:
+            _fanout(databases, work, phases, log)
         phases.note_load("end")
     finally:
         databases.close()
@@ -292,6 +295,40 @@ def _peer(base: Settings, corpus_dir: Path, phases: Phases, log: Log) -> None:
 
 def _wants_memory(options: BenchOptions) -> bool:
     return options.memory_text_mb > 0 or options.memory_pdf_pages > 0
+
+
+def _fanout(databases: BenchDatabases, work: Path, phases: Phases, log: Log) -> None:
+    """The long PDF parsed with 1 parse worker, then with 2: parts spread over both."""
+    options = phases.options
+    doc = corpus.big_pdf(options.memory_pdf_pages, seed=options.seed)
+    seconds: dict[int, float | None] = {}
+    for k in (1, 2):
+        settings = databases.fresh(f"fanout{k}", embedder="hash")
+        workers = Workers(settings, k, work / f"workers-fanout{k}")
+        session = Session(settings)
+        try:
+            with workers.running():
+                log(f"fan-out: {doc.name} with {k} parse worker(s)")
+                started = time.perf_counter()
+                (document_id,) = session.submit([doc])
+                states = session.wait(
+                    [document_id], timeout_s=options.memory_timeout_s, until=DocumentStatus.PARSED
+                )
+                state = states.get(document_id)
+                ok = state is not None and state.status != DocumentStatus.FAILED
+                seconds[k] = round(time.perf_counter() - started, 2) if ok else None
+                log(f"  upload to parsed: {seconds[k]} s")
+        finally:
+            session.close()
+    one, two = seconds.get(1), seconds.get(2)
+    phases.fanout = {
+        "name": doc.name,
+        "pages": options.memory_pdf_pages,
+        "part_pages": databases.base.pdf_part_pages,
+        "parse_seconds": {str(k): v for k, v in seconds.items()},
+        "speedup": round(one / two, 2) if one and two else None,
+    }
+    phases.note_load("fanout")
 
 
 def _memory(databases: BenchDatabases, work: Path, phases: Phases, log: Log) -> None:

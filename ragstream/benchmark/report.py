@@ -45,6 +45,7 @@ REQUIRED_KEYS = (
     "stages",
     "limits",
     "memory",
+    "pdf_fanout_speedup",
     "machine",
     "targets",
 )
@@ -153,6 +154,8 @@ def build_report(phases: Phases, batch_size: int) -> dict[str, Any]:
         "reingest": main["reingest"],
         "peer": phases.peer,
         "memory": memory,
+        "pdf_fanout": phases.fanout,
+        "pdf_fanout_speedup": (phases.fanout or {}).get("speedup"),
         "corpus": phases.corpus,
         "machine": {
             "cores": os.cpu_count(),
@@ -229,6 +232,15 @@ def markdown(report: dict[str, Any]) -> str:
                     f"{item['status']}, parse peak {_fmt(item['parse_peak_rss_mb'], 0)} MB",
                 )
             )
+    fanout = r.get("pdf_fanout") or {}
+    if fanout:
+        one, two = (fanout["parse_seconds"].get(k) for k in ("1", "2"))
+        rows.append(
+            (
+                f"fan-out: {fanout['name']} upload to parsed, 1 / 2 parse workers, s (speed-up)",
+                f"{_fmt(one)} / {_fmt(two)} ({_fmt(fanout['speedup'])})",
+            )
+        )
     loads = r["machine"]["load_average"]
     rows.append(
         (

@@ -33,6 +33,7 @@ def _bench(settings: Settings, out: Path) -> tuple[dict[str, Any], float]:
         "RAGSTREAM_DATABASE_URL": settings.db_url,
         "RAGSTREAM_DATA_DIR": str(out / "data"),
         "RAGSTREAM_PARTITIONS": "3",
+        "RAGSTREAM_PDF_PART_PAGES": "4",  # the 12-page PDF is parsed in 3 parts
     }
     args = [
         *("--docs", "6", "--embedder", "hash", "--max-doc-mb", "0.05", "--scaling", "1"),
@@ -111,6 +112,10 @@ def test_smoke_bench_report_is_complete_and_consistent(settings: Settings, tmp_p
         assert report["memory"][item]["status"] == "complete", report["memory"][item]
         assert report["memory"][item]["parse_peak_rss_mb"] > 20
     assert report["scaling"]["1"]["speedup"] == 1
+    fanout = report["pdf_fanout"]
+    assert (fanout["pages"], fanout["part_pages"]) == (12, 4)
+    assert all(fanout["parse_seconds"][k] > 0 for k in ("1", "2"))
+    assert report["pdf_fanout_speedup"] == fanout["speedup"] > 0
 
     # The peer ran when LlamaIndex is installed, and said why not otherwise.
     if importlib.util.find_spec("llama_index") is not None:
