@@ -12,12 +12,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Consumer, Message
 from pydantic import SecretStr
 
 from ragstream.chunking import ChunkerConfig, chunk_document
 from ragstream.db.engine import make_engine
 from ragstream.embedding.budget import token_budget
-from ragstream.kafka import create_topics
+from ragstream.kafka import consumer_config, create_topics
 from ragstream.parsing import parse_bytes
 from ragstream.producers.producer import EventProducer
 from ragstream.producers.submit import Submitter
@@ -155,3 +156,17 @@ def table_counts(settings: Settings) -> dict[str, Any]:
             }
     finally:
         engine.dispose()
+
+
+def read_topic(settings: Settings, topic: str, expect: int, timeout_s: float = 30) -> list[Message]:
+    """Up to ``expect`` records of the world's ``topic`` (a logical name), from the start."""
+    consumer = Consumer(consumer_config(settings, f"reader-{uuid.uuid4().hex[:8]}"))
+    consumer.subscribe([settings.topic(topic)])
+    found: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    while len(found) < expect and time.monotonic() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            found.append(msg)
+    consumer.close()
+    return found

@@ -8,19 +8,17 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import Consumer
 from sqlalchemy import func, select
 
 from ragstream import topology
 from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
 from ragstream.db.models import Blob, ChunkBuffer, Document, VectorBuffer
-from ragstream.kafka import consumer_config
 from ragstream.settings import Settings
 from tests import corpus
 from tests.conftest import Stack
 from tests.integration.test_api_server import ApiServer, serve, upload
-from tests.pipeline import table_counts
+from tests.pipeline import read_topic, table_counts
 
 pytestmark = pytest.mark.integration
 
@@ -28,19 +26,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def api(settings: Settings) -> Iterator[ApiServer]:
     yield from serve(settings)
-
-
-def read_topic(settings: Settings, topic: str, expect: int, timeout_s: float = 30) -> list[object]:
-    consumer = Consumer(consumer_config(settings, f"reader-{uuid.uuid4().hex[:8]}"))
-    consumer.subscribe([settings.topic(topic)])
-    found = []
-    deadline = time.monotonic() + timeout_s
-    while len(found) < expect and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and msg.error() is None:
-            found.append(msg)
-    consumer.close()
-    return found
 
 
 def run_stages(settings: Settings, documents: int) -> None:

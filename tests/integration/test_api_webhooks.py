@@ -27,7 +27,6 @@ from ragstream.db.models import (
 from ragstream.llamaparse.signature import sign
 from ragstream.settings import Settings
 from tests.fakes.llamaparse_server import FakeLlamaParse
-from tests.integration.test_api_documents import read_topic
 from tests.integration.test_api_server import (
     LLAMAPARSE_KEY,
     WEBHOOK_SECRET,
@@ -35,6 +34,7 @@ from tests.integration.test_api_server import (
     serve,
     upload,
 )
+from tests.pipeline import read_topic
 
 pytestmark = pytest.mark.integration
 

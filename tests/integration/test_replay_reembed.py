@@ -9,10 +9,8 @@ the column cannot hold, or a test-only knob in the hash embedder.)
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
-from confluent_kafka import Consumer, Message
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -24,14 +22,14 @@ from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
 from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
 from ragstream.errors import EmbedderRejected
-from ragstream.kafka import admin_client, consumer_config
+from ragstream.kafka import admin_client
 from ragstream.ops import groups, reembed
 from ragstream.schemas.codec import make_codec
 from ragstream.search import QueryEmbedders, search
 from ragstream.settings import Settings
 from tests import corpus
 from tests.chaos.embedding_server import EmbeddingServer
-from tests.pipeline import prepare, settings_env, submit_all
+from tests.pipeline import prepare, read_topic, settings_env, submit_all
 
 pytestmark = pytest.mark.integration
 
@@ -171,19 +169,6 @@ def test_a_chunk_the_new_model_refuses_leaves_its_document_complete(settings: Se
     with engine.connect() as conn:
         statuses = set(conn.execute(select(Document.status)).scalars())
     assert statuses == {"complete"}  # the live model still serves them
-    dlq = _read_dlq(settings, total)
+    dlq = read_topic(settings, topology.dlq(topology.CHUNKED), expect=total, timeout_s=20)
     assert {dict(m.headers())["ragstream-dlq-error-class"] for m in dlq} == {b"EmbedderRejected"}
     engine.dispose()
-
-
-def _read_dlq(settings: Settings, expect: int) -> list[Message]:
-    consumer = Consumer(consumer_config(settings, f"{settings.topic_prefix}dlq-reader"))
-    consumer.subscribe([settings.topic(topology.dlq(topology.CHUNKED))])
-    found: list[Message] = []
-    deadline = time.monotonic() + 20
-    while len(found) < expect and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and msg.error() is None:
-            found.append(msg)
-    consumer.close()
-    return found

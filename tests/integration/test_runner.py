@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import ClassVar
 
 import pytest
@@ -22,24 +21,9 @@ from ragstream.producers.producer import EventProducer
 from ragstream.schemas.codec import make_codec
 from ragstream.settings import Settings
 from tests import corpus
-from tests.pipeline import prepare
+from tests.pipeline import prepare, read_topic
 
 pytestmark = pytest.mark.integration
-
-
-def _read_all(settings: Settings, topic: str, expect: int, timeout_s: float = 20) -> list[object]:
-    consumer = Consumer(consumer_config(settings, f"reader-{uuid.uuid4().hex[:6]}"))
-    consumer.subscribe([settings.topic(topic)])
-    found = []
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while len(found) < expect and time.monotonic() < deadline:
-        msg = consumer.poll(0.5)
-        if msg is not None and msg.error() is None:
-            found.append(msg)
-    consumer.close()
-    return found
 
 
 def _committed(settings: Settings, stage: str) -> int:
@@ -151,7 +135,7 @@ def test_poison_goes_to_dlq_and_the_partition_keeps_flowing(settings: Settings) 
     assert failed.error_message.startswith("parse: ") and "PDF" in failed.error_message
     assert failed.failed_at is not None
 
-    dlq = _read_all(settings, topology.dlq(topology.UPLOADED), expect=3)
+    dlq = read_topic(settings, topology.dlq(topology.UPLOADED), expect=3)
     assert len(dlq) == 3
     for msg in dlq:
         headers = dict(msg.headers())
@@ -248,7 +232,7 @@ def test_tombstones_are_skipped_not_dead_lettered(settings: Settings) -> None:
     stats = build_runner(settings, "parse").run(max_messages=2, idle_timeout_s=10)
     assert (stats.processed, stats.failed) == (2, 0)
     assert _committed(settings, "parse") == 2
-    assert _read_all(settings, topology.dlq(topology.UPLOADED), expect=1, timeout_s=5) == []
+    assert read_topic(settings, topology.dlq(topology.UPLOADED), expect=1, timeout_s=5) == []
     engine = make_engine(settings)
     with engine.connect() as conn:
         status = conn.execute(
@@ -290,6 +274,6 @@ def test_a_retryable_error_that_persists_while_dependencies_answer_is_dead_lette
     stuck = rows[ids[1]]
     assert (stuck.status, stuck.error_class) == ("failed", "RetriesExhausted")
     assert "DependencyUnavailable" in stuck.error_message
-    (dead,) = _read_all(settings, topology.dlq(topology.UPLOADED), expect=1)
+    (dead,) = read_topic(settings, topology.dlq(topology.UPLOADED), expect=1)
     assert dict(dead.headers())["ragstream-dlq-error-class"] == b"RetriesExhausted"
     assert _committed(settings, "parse") == 4
