@@ -8,7 +8,7 @@ so page numbers and heading paths survive into every chunk.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 BlockKind = Literal["heading", "paragraph"]
@@ -41,7 +41,25 @@ class ParsedDocument:
         return "\n\n".join(b.text for b in self.blocks)
 
     def to_json(self) -> bytes:
-        payload: dict[str, Any] = asdict(self)
+        """The same JSON as ``dataclasses.asdict`` gives, without its deep copies (several
+        times faster, and a large document is not held twice more while it is encoded)."""
+        payload: dict[str, Any] = {
+            "blocks": [
+                {
+                    "text": b.text,
+                    "kind": b.kind,
+                    "page": b.page,
+                    "heading_path": b.heading_path,
+                    "level": b.level,
+                }
+                for b in self.blocks
+            ],
+            "content_type": self.content_type,
+            "parser": self.parser,
+            "parser_version": self.parser_version,
+            "page_count": self.page_count,
+            "metadata": self.metadata,
+        }
         return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     @classmethod
