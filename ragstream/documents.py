@@ -83,3 +83,52 @@ class ParsedDocument:
             page_count=raw["page_count"],
             metadata=dict(raw.get("metadata") or {}),
         )
+
+
+@dataclass(frozen=True)
+class ParsedPayload:
+    """A parsed document as stored: its JSON (``ParsedDocument.to_json``) and a summary.
+
+    What the parse stage needs to store and announce a document, without holding
+    its blocks as Python objects: a large document stays one buffer.
+    """
+
+    payload: bytes
+    content_type: str
+    parser: str
+    parser_version: str
+    page_count: int | None
+    block_count: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, document: ParsedDocument) -> ParsedPayload:
+        return cls(
+            payload=document.to_json(),
+            content_type=document.content_type,
+            parser=document.parser,
+            parser_version=document.parser_version,
+            page_count=document.page_count,
+            block_count=len(document.blocks),
+            metadata=dict(document.metadata),
+        )
+
+    def summary(self) -> bytes:
+        return json.dumps(
+            {
+                "content_type": self.content_type,
+                "parser": self.parser,
+                "parser_version": self.parser_version,
+                "page_count": self.page_count,
+                "block_count": self.block_count,
+                "metadata": self.metadata,
+            }
+        ).encode("utf-8")
+
+    @classmethod
+    def from_summary(cls, summary: bytes, payload: bytes) -> ParsedPayload:
+        fields = json.loads(summary)
+        return cls(payload=payload, **fields)
+
+    def document(self) -> ParsedDocument:
+        return ParsedDocument.from_json(self.payload)

@@ -11,10 +11,10 @@ from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, St
 from ragstream.db import blobs
 from ragstream.db.models import ParseBuffer
 from ragstream.db.repository import Transition
-from ragstream.documents import ParsedDocument
+from ragstream.documents import ParsedDocument, ParsedPayload
 from ragstream.errors import CorruptDocument
-from ragstream.parsing import parse_document
 from ragstream.parsing.core import NO_TEXT
+from ragstream.parsing.sandbox import parse_payload
 from ragstream.schemas.events import DocumentParsed, DocumentUploaded, utc_now
 from ragstream.state import DocumentStatus
 
@@ -32,23 +32,25 @@ class ParseStage(Stage):
             return submit_to_llamaparse(message, ctx)
         with ctx.engine.connect() as conn:
             data = blobs.get(conn, event.blob_sha256)
+        parsed: ParsedPayload
         if event.part_index is not None:
             merged = parts.parse_part(message, data, ctx)
             if merged is None:  # other parts are still being parsed
                 return StageOutput()
-            parsed = merged
+            parsed = ParsedPayload.of(merged)
         else:
             # A PDF is read up to the part size first: a longer one is split there.
-            parsed = parse_document(
+            parsed = parse_payload(
                 data,
                 filename=event.filename,
                 timeout_s=ctx.settings.parser_timeout_s,
                 memory_mb=ctx.settings.parser_memory_mb,
                 pages=(1, ctx.settings.pdf_part_pages),
             )
+            del data  # a large document is not held twice while it is stored
             if parsed.page_count and parsed.page_count > ctx.settings.pdf_part_pages:
                 return parts.fan_out(message, parsed, ctx)
-            if not parsed.blocks:
+            if not parsed.block_count:
                 raise CorruptDocument(NO_TEXT)
         return parsed_output(
             ctx,
@@ -65,12 +67,14 @@ def parsed_output(
     document_id: uuid.UUID,
     job_id: uuid.UUID,
     tenant: str,
-    parsed: ParsedDocument,
+    parsed: ParsedDocument | ParsedPayload,
     *,
     source: Incoming | None,
 ) -> StageOutput:
     """The writes and the event of a parsed document, whichever parser produced it."""
-    payload = parsed.to_json()
+    if isinstance(parsed, ParsedDocument):
+        parsed = ParsedPayload.of(parsed)
+    payload = parsed.payload
     text_sha = blobs.sha256_of(payload)
     out = StageOutput()
     out.statements.append(blobs.put_statement(payload))
@@ -86,7 +90,7 @@ def parsed_output(
                 "parser": parsed.parser,
                 "parser_version": parsed.parser_version,
                 "page_count": parsed.page_count,
-                "block_count": len(parsed.blocks),
+                "block_count": parsed.block_count,
                 "source_topic": source.topic if source else None,
                 "source_partition": source.partition if source else None,
                 "source_offset": source.offset if source else None,
@@ -113,7 +117,7 @@ def parsed_output(
                 content_type=parsed.content_type,
                 parser=parsed.parser,
                 parser_version=parsed.parser_version,
-                block_count=len(parsed.blocks),
+                block_count=parsed.block_count,
                 page_count=parsed.page_count,
                 parsed_at=utc_now(),
             ),

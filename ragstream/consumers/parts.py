@@ -23,11 +23,11 @@ from ragstream import ids, topology
 from ragstream.consumers.base import Incoming, Outgoing, StageContext, StageOutput
 from ragstream.db import blobs
 from ragstream.db.models import Document, DocumentPart
-from ragstream.documents import ParsedDocument
+from ragstream.documents import ParsedDocument, ParsedPayload
 from ragstream.errors import CorruptDocument
-from ragstream.parsing import parse_document
 from ragstream.parsing.blocks import BlockBuilder
 from ragstream.parsing.core import NO_TEXT
+from ragstream.parsing.sandbox import parse_payload
 from ragstream.schemas.events import DocumentUploaded, utc_now
 from ragstream.state import DocumentStatus
 
@@ -40,12 +40,12 @@ def page_ranges(page_count: int, part_pages: int) -> list[tuple[int, int]]:
     ]
 
 
-def fan_out(message: Incoming, first: ParsedDocument, ctx: StageContext) -> StageOutput:
+def fan_out(message: Incoming, first: ParsedPayload, ctx: StageContext) -> StageOutput:
     """Record the parts of a document whose first part is ``first``; send out the others."""
     event: DocumentUploaded = message.event
     document_id, job_id = uuid.UUID(event.document_id), uuid.UUID(event.job_id)
     ranges = page_ranges(first.page_count or 0, ctx.settings.pdf_part_pages)
-    payload = first.to_json()
+    payload = first.payload
     out = StageOutput()
     out.statements.append(blobs.put_statement(payload))
     rows = [
@@ -82,14 +82,14 @@ def parse_part(message: Incoming, data: bytes, ctx: StageContext) -> ParsedDocum
     event: DocumentUploaded = message.event
     document_id, job_id = uuid.UUID(event.document_id), uuid.UUID(event.job_id)
     assert event.part_index is not None and event.page_start and event.page_end
-    parsed = parse_document(
+    parsed = parse_payload(
         data,
         filename=event.filename,
         timeout_s=ctx.settings.parser_timeout_s,
         memory_mb=ctx.settings.parser_memory_mb,
         pages=(event.page_start, event.page_end),
     )
-    payload = parsed.to_json()
+    payload = parsed.payload
     with ctx.engine.begin() as conn:
         # The document's row lock: of two last parts finishing together, the second
         # to take it sees the first one's row, so exactly one of them merges.
@@ -131,7 +131,7 @@ def merge(parts: list[ParsedDocument]) -> ParsedDocument:
 
 
 def _parsed(
-    document_id: uuid.UUID, job_id: uuid.UUID, index: int, sha: str, parsed: ParsedDocument
+    document_id: uuid.UUID, job_id: uuid.UUID, index: int, sha: str, parsed: ParsedPayload
 ) -> Update:
     return (
         update(DocumentPart)
@@ -140,5 +140,5 @@ def _parsed(
             DocumentPart.job_id == job_id,
             DocumentPart.part_index == index,
         )
-        .values(parsed_blob_sha256=sha, block_count=len(parsed.blocks), parsed_at=func.now())
+        .values(parsed_blob_sha256=sha, block_count=parsed.block_count, parsed_at=func.now())
     )

@@ -60,6 +60,7 @@ def serve(conn: socket.socket) -> None:
 
 
 def _parse(data: bytes, header: dict[str, object]) -> bytes:
+    from ragstream.documents import ParsedPayload
     from ragstream.parsing.core import parse_bytes
 
     debug = header.get("debug")
@@ -68,7 +69,9 @@ def _parse(data: bytes, header: dict[str, object]) -> bytes:
     filename = header.get("filename")
     pages = header.get("pages")
     page_range = (int(pages[0]), int(pages[1])) if isinstance(pages, list) else None
-    return parse_bytes(data, filename if isinstance(filename, str) else None, page_range).to_json()
+    document = parse_bytes(data, filename if isinstance(filename, str) else None, page_range)
+    parsed = ParsedPayload.of(document)
+    return parsed.summary() + b"\n" + parsed.payload
 
 
 def _misbehave(action: str) -> None:

@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 
-from ragstream.documents import ParsedDocument
+from ragstream.documents import ParsedDocument, ParsedPayload
 from ragstream.errors import (
     CorruptDocument,
     ParserLimitExceeded,
@@ -65,6 +65,20 @@ def parse_document(
     sandbox that cannot run at all raises a :class:`RetryableError`. About
     55 MiB of ``memory_mb`` go to the interpreter and the parser libraries.
     """
+    return parse_payload(
+        data, filename=filename, timeout_s=timeout_s, memory_mb=memory_mb, pages=pages
+    ).document()
+
+
+def parse_payload(
+    data: bytes,
+    *,
+    filename: str | None,
+    timeout_s: float,
+    memory_mb: int,
+    pages: tuple[int, int] | None = None,
+) -> ParsedPayload:
+    """:func:`parse_document` as the JSON to store and a summary: no blocks in this process."""
     return _run_child(
         data, filename=filename, timeout_s=timeout_s, memory_mb=memory_mb, pages=pages
     )
@@ -78,7 +92,7 @@ def _run_child(
     memory_mb: int,
     debug: str | None = None,
     pages: tuple[int, int] | None = None,
-) -> ParsedDocument:
+) -> ParsedPayload:
     """The sandbox proper; ``debug`` lets tests make the child misbehave (see ``child``)."""
     if not 0 < timeout_s < _MAX_TIMEOUT_S:
         raise ValueError(f"timeout_s must be positive and finite, not {timeout_s}")
@@ -114,8 +128,8 @@ def _send(conn: socket.socket, header: bytes, data: bytes, deadline: float) -> N
         pass  # the child died before reading everything: likewise
 
 
-def _receive(conn: socket.socket, deadline: float, timeout_s: float) -> bytes:
-    chunks: list[bytes] = []
+def _receive(conn: socket.socket, deadline: float, timeout_s: float) -> bytearray:
+    received = bytearray()  # grown in place: a large reply is not held twice to be joined
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -129,16 +143,19 @@ def _receive(conn: socket.socket, deadline: float, timeout_s: float) -> bytes:
             break
         if not chunk:
             break
-        chunks.append(chunk)
-    return b"".join(chunks)
+        received += chunk
+    return received
 
 
-def _decode(received: bytes, timeout_s: float, memory_mb: int, elapsed: float) -> ParsedDocument:
+def _decode(received: bytearray, timeout_s: float, memory_mb: int, elapsed: float) -> ParsedPayload:
     status, body, verdict = _split(received)
     if status == b"OK":
-        return ParsedDocument.from_json(body)
+        summary_end = _find_newline(body)
+        summary, payload = body[:summary_end].tobytes(), body[summary_end + 1 :].tobytes()
+        body.release()
+        return ParsedPayload.from_summary(summary, payload)
     if status == b"ERR":
-        payload = json.loads(body)
+        payload = json.loads(body.tobytes())
         raise _ERRORS.get(payload["error_class"], CorruptDocument)(payload["message"])
     how, _, value = verdict.partition(b" ")
     if how == b"timeout" or (how == b"signal" and value == b"%d" % signal.SIGALRM):
@@ -162,15 +179,32 @@ def _decode(received: bytes, timeout_s: float, memory_mb: int, elapsed: float) -
     raise RetryableError(f"parse: the parser sandbox failed ({verdict.decode() or 'no reply'})")
 
 
-def _split(received: bytes) -> tuple[bytes, bytes, bytes]:
-    """``(status, body, verdict)``: the child's reply, if complete, and the fork server's."""
-    status, body, rest = b"", b"", received
-    head, newline, after = received.partition(b"\n")
-    parts = head.split(b" ")
-    if newline and len(parts) == 2 and parts[0] in (b"OK", b"ERR") and parts[1].isdigit():
+def _find_newline(view: memoryview) -> int:
+    """Index of the first newline in ``view``, looking at the start only (the summary line)."""
+    head = view[:65536].tobytes()
+    index = head.find(b"\n")
+    if index < 0:
+        raise RetryableError("parse: the parser sandbox sent a reply without a summary")
+    return index
+
+
+def _split(received: bytearray) -> tuple[bytes, memoryview, bytes]:
+    """``(status, body, verdict)``: the child's reply, if complete, and the fork server's.
+
+    The body is a view into ``received``, not a copy of it.
+    """
+    view = memoryview(received)
+    status, body, rest = b"", view[:0], None
+    newline = received.find(b"\n", 0, 64)
+    parts = bytes(received[:newline]).split(b" ") if newline >= 0 else []
+    if len(parts) == 2 and parts[0] in (b"OK", b"ERR") and parts[1].isdigit():
         size = int(parts[1])
-        if len(after) >= size:
-            status, body, rest = parts[0], after[:size], after[size:]
+        after = newline + 1
+        if len(received) - after >= size:
+            status, body = parts[0], view[after : after + size]
+            rest = bytes(view[after + size :])
+    if rest is None:  # no complete reply: what came is the fork server's verdict, if anything
+        rest = bytes(received)
     verdict = b""
     if rest.startswith(b"EXIT "):
         verdict = rest[5:].split(b"\n", 1)[0]

@@ -26,7 +26,7 @@ from reportlab.lib.utils import ImageReader
 from reportlab.pdfgen import canvas
 from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate
 
-from ragstream.documents import Block, ParsedDocument
+from ragstream.documents import Block, ParsedDocument, ParsedPayload
 from ragstream.errors import CorruptDocument, ParserLimitExceeded, UnsupportedDocument
 from ragstream.parsing import parse_bytes, parse_document, sniff_content_type
 from ragstream.parsing.docx import check_zip
@@ -547,8 +547,8 @@ def test_sandbox_kills_a_parser_past_its_timeout() -> None:
 
 def test_sandbox_enforces_the_memory_limit() -> None:
     # Well within the limit the same child works; past it, it is stopped.
-    document = _run_child(b"fine", filename=None, timeout_s=30, memory_mb=256, debug="alloc:64")
-    assert document.text == "fine"
+    parsed = _run_child(b"fine", filename=None, timeout_s=30, memory_mb=256, debug="alloc:64")
+    assert parsed.document().text == "fine"
     with pytest.raises(ParserLimitExceeded) as caught:
         _run_child(b"hello", filename=None, timeout_s=30, memory_mb=256, debug="alloc:1024")
     assert caught.value.message == "parser exceeded 256 MB memory limit"
@@ -592,7 +592,7 @@ def test_a_dead_fork_server_is_replaced() -> None:
     server = _ForkServer._current
     assert server is not None
     # A parse in flight when the fork server dies still completes: the child replies itself.
-    result: list[ParsedDocument] = []
+    result: list[ParsedPayload] = []
     slow = threading.Thread(
         target=lambda: result.append(
             _run_child(b"in flight", filename=None, timeout_s=30, memory_mb=512, debug="sleep:1")
@@ -603,7 +603,7 @@ def test_a_dead_fork_server_is_replaced() -> None:
     server._process.kill()
     server._process.wait()
     slow.join()
-    assert result[0].text == "in flight"
+    assert result[0].document().text == "in flight"
     after = parse_document(b"after the crash", filename=None, timeout_s=30, memory_mb=512)
     assert after.text == "after the crash"
     assert _ForkServer._current is not server
