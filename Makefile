@@ -45,7 +45,7 @@ unit: install
 	$(BIN)/pytest -q tests/unit
 
 chaos: install
-	RAGSTREAM_CHAOS_LONG=1 $(BIN)/pytest -q tests/chaos
+	RAGSTREAM_CHAOS_LONG=1 $(BIN)/pytest -q tests/chaos tests/e2e/test_pipeline.py
 
 # The benchmark (bench/README.md): pipeline, limits and the LlamaIndex peer in one run.
 .PHONY: bench
