@@ -33,7 +33,7 @@ typecheck: install
 
 # Everything, the short chaos suite and the bench smoke run included (`make chaos` is the long form).
 test: lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -m "not long"
 
 chaos-short: install
 	$(BIN)/pytest -q tests/chaos

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -96,11 +95,7 @@ def test_replay_of_chunked_into_embed_changes_nothing(settings: Settings, worker
     assert _content_checksum(settings) == checksum
 
 
-@pytest.mark.skipif(
-    os.environ.get("RAGSTREAM_CHAOS_LONG") != "1",
-    reason="tests/chaos/test_kills.py kills workers of every stage in make test; "
-    "this longer run is part of make chaos",
-)
+@pytest.mark.long  # make test runs tests/chaos/test_kills.py, which kills every stage
 def test_sigkill_embed_worker_mid_run_loses_and_duplicates_nothing(
     settings: Settings, workers: Workers
 ) -> None:
