@@ -63,6 +63,9 @@ class Outgoing:
     topic: str
     key: str
     event: Event
+    # Related messages that must not queue behind one another (a document's
+    # parts) carry consecutive spreads: partition = spread mod partitions.
+    spread: int | None = None
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 The parse of a PDF reads its first ``pdf_part_pages`` pages only. A longer
 document is split there: its parts are recorded (part 0 already parsed), and
 one ``DocumentUploaded`` per further part goes back to ``documents.uploaded``,
-keyed ``<document id>:<part>`` so the parts spread over partitions and
-workers. Each part stores its text; the one that finds every part parsed
+keyed ``<document id>:<part>`` and placed on consecutive partitions so the
+parts spread over the workers. Each part stores its text; the one that finds every part parsed
 (under the document's row lock, so exactly one can) merges them in page order
 and emits the document's one ``DocumentParsed``. From there on the document is
 one document again. Redelivery of any of these messages repeats the same
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+import zlib
 
 from sqlalchemy import Update, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -63,6 +64,9 @@ def fan_out(message: Incoming, first: ParsedPayload, ctx: StageContext) -> Stage
     out.statements.append(insert(DocumentPart).values(rows).on_conflict_do_nothing())
     out.statements.append(_parsed(document_id, job_id, 0, blobs.sha256_of(payload), first))
     now = utc_now()
+    # Consecutive partitions, from one that depends on the document: whichever
+    # partitions each parse worker owns, the parts are shared out among them.
+    first_partition = zlib.crc32(document_id.bytes)
     for index, (start, end) in enumerate(ranges[1:], start=1):
         part = dataclasses.replace(
             event,
@@ -73,7 +77,14 @@ def fan_out(message: Incoming, first: ParsedPayload, ctx: StageContext) -> Stage
             page_end=end,
             emitted_at=now,
         )
-        out.events.append(Outgoing(ctx.topic(topology.UPLOADED), f"{document_id}:{index}", part))
+        out.events.append(
+            Outgoing(
+                ctx.topic(topology.UPLOADED),
+                f"{document_id}:{index}",
+                part,
+                spread=first_partition + index,
+            )
+        )
     return out
 
 

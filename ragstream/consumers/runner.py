@@ -544,6 +544,7 @@ class StageRunner:
                 key=event.key,
                 value=self.ctx.codec.encode(event.event),
                 headers=self._trace.header_for(doc) if self._trace is not None else None,
+                spread=event.spread,
             )
         for failure in out.failures:
             self.producer.send(

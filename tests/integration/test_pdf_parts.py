@@ -7,6 +7,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
+from ragstream import topology
 from ragstream.consumers.parts import page_ranges
 from ragstream.consumers.worker import build_runner
 from ragstream.db import blobs
@@ -17,7 +18,7 @@ from ragstream.parsing import parse_document
 from ragstream.settings import Settings
 from tests import corpus
 from tests.integration.test_api_server import serve, upload
-from tests.pipeline import prepare
+from tests.pipeline import prepare, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +50,17 @@ def test_a_long_pdf_is_parsed_in_parts_by_two_workers_and_merged_once(settings: 
     for w in workers:
         w.join(120)
     assert sum(s.processed for s in stats) == 5 and sum(s.failed for s in stats) == 0
+
+    # The parts sit on consecutive partitions, so no worker gets them all.
+    messages = read_topic(settings, topology.UPLOADED, expect=5)
+    part_partitions = {
+        int(m.key().decode().split(":")[1]): m.partition() for m in messages if b":" in m.key()
+    }
+    assert sorted(part_partitions) == [1, 2, 3]
+    assert sorted(part_partitions.values()) == [0, 1, 2]  # the topic's 3 partitions
+    assert all(part_partitions[i + 1] == (part_partitions[i] + 1) % 3 for i in (1, 2)), (
+        part_partitions
+    )
 
     engine = make_engine(settings)
     with engine.connect() as conn:
