@@ -39,6 +39,21 @@ def _resolved() -> Settings:
         raise typer.Exit(2) from None
 
 
+def _stage_counts(values: list[str]) -> dict[str, int]:
+    """``["embed=2"]`` -> ``{"embed": 2}``; a bad stage or count is a usage error."""
+    from ragstream.topology import STAGE_NAMES
+
+    counts: dict[str, int] = {}
+    for value in values:
+        stage, _, count = value.partition("=")
+        if stage not in STAGE_NAMES or not count.isdigit():
+            raise typer.BadParameter(
+                f"{value!r}: expected STAGE=COUNT with STAGE one of {', '.join(STAGE_NAMES)}"
+            )
+        counts[stage] = int(count)
+    return counts
+
+
 @devstack_app.command("up")
 def devstack_up() -> None:
     """Start Apache Kafka (KRaft) and PostgreSQL + pgvector locally."""
@@ -128,6 +143,10 @@ def worker(stage: Annotated[str, typer.Argument(help="parse, chunk, embed or fin
 def supervise(
     workers: Annotated[int, typer.Option(help="Workers per stage.")] = 1,
     role: Annotated[list[str] | None, typer.Option(help="Extra command to run, e.g. api.")] = None,
+    stage_workers: Annotated[
+        list[str] | None,
+        typer.Option(help="Workers of one stage, overriding --workers, e.g. embed=2."),
+    ] = None,
 ) -> None:
     """Run and restart the stage workers and extra roles (started by `ragstream up`)."""
     from ragstream.logs import configure_logging
@@ -138,6 +157,8 @@ def supervise(
     Supervisor(
         log_dir=settings.data_dir / "logs",
         workers_per_stage=workers,
+        stage_workers=_stage_counts(stage_workers or []),
+        embed_threads=settings.embed_threads,
         extra_roles=tuple(tuple(r.split()) for r in role or []),
     ).run()
 
@@ -152,6 +173,10 @@ def up(
     ] = None,
     wait: Annotated[bool, typer.Option(help="With --ingest: follow documents to the end.")] = True,
     workers: Annotated[int, typer.Option(help="Workers per stage.")] = 1,
+    embed_workers: Annotated[
+        int,
+        typer.Option(help="Embed workers (0: as many as --workers); they share the cores."),
+    ] = 0,
     timeout: Annotated[float, typer.Option(help="With --ingest: seconds to wait.")] = 600,
 ) -> None:
     """Start everything: the devstack (unless addresses are set), schema, topics, workers."""
@@ -182,11 +207,19 @@ def up(
     roles = [name for name in UP_ROLES if name in _commands()]
     api_key = _ensure_api_key(settings) if "api" in roles else None
     pid = start_background(
-        _supervisor_pid(settings), settings.data_dir / "logs", env, workers, roles
+        _supervisor_pid(settings),
+        settings.data_dir / "logs",
+        env,
+        workers,
+        roles,
+        stage_workers={"embed": embed_workers} if embed_workers else None,
     )
     console.print(f"kafka      {settings.bootstrap}")
     console.print(f"postgres   {settings.db_url}")
-    console.print(f"workers    parse, chunk, embed, finalize x{workers} (supervisor pid {pid})")
+    console.print(
+        f"workers    parse, chunk, finalize x{workers}, embed x{embed_workers or workers} "
+        f"(supervisor pid {pid})"
+    )
     console.print(f"embedder   {embedder}")
     console.print(f"logs       {settings.data_dir / 'logs'}")
     if api_key is not None:
@@ -409,6 +442,12 @@ def bench(
     docs: Annotated[int, typer.Option(help="Documents in the corpus.")] = 30,
     embedder: Annotated[str, typer.Option(help="Embedding backend: hash or minilm.")] = "minilm",
     workers_per_stage: Annotated[int, typer.Option(help="Workers per stage, main run.")] = 1,
+    embed_workers: Annotated[
+        int, typer.Option(help="Embed workers in every run (0: as many as the other stages).")
+    ] = 0,
+    embed_threads: Annotated[
+        int, typer.Option(help="Model threads per embed worker (0: torch's default).")
+    ] = 0,
     scaling: Annotated[
         str, typer.Option(help="Workers per stage of the scaling runs, e.g. 1,2 (empty: none).")
     ] = "1,2",
@@ -443,6 +482,8 @@ def bench(
         docs=docs,
         embedder="minilm" if embedder == "minilm" else "hash",
         workers_per_stage=workers_per_stage,
+        embed_workers=embed_workers,
+        embed_threads=embed_threads,
         scaling=tuple(int(k) for k in scaling.split(",") if k.strip()),
         seed=seed,
         max_doc_mb=max_doc_mb,

@@ -132,6 +132,13 @@ class Settings(BaseSettings):
         "minilm", description="Embedding backend: hash (tests), minilm (default), openai."
     )
     embed_batch_size: int = Field(16, ge=1, description="Texts per call to the embedding model.")
+    embed_threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads one embed worker gives a local model (torch intra-op); "
+        "0 = torch's default, one per core. Several embed workers on one machine "
+        "should share the cores (cores / workers) rather than each take them all.",
+    )
     embedding_cache: bool = Field(
         True,
         description="Reuse the vector of a text the same model version already embedded "

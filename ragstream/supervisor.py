@@ -37,6 +37,8 @@ class Child:
 class Supervisor:
     log_dir: Path
     workers_per_stage: int = 1
+    stage_workers: dict[str, int] = field(default_factory=dict)  # per-stage exceptions
+    embed_threads: int = 0  # as configured; 0 lets the supervisor share the cores out
     env: dict[str, str] = field(default_factory=dict)
     stages: tuple[str, ...] = STAGE_NAMES
     extra_roles: tuple[tuple[str, ...], ...] = ()
@@ -48,16 +50,33 @@ class Supervisor:
             self.log_dir / f"{'-'.join(child.role[1:] or child.role)}-{child.index}.log"
         )
         out = open(child.log_file, "ab")  # noqa: SIM115 - the child keeps it open
+        env = {**os.environ, **self.env}
+        if child.role == ("worker", "embed"):
+            env["RAGSTREAM_EMBED_THREADS"] = str(self.threads_per_embed_worker())
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "ragstream.cli", *child.role],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env},
+            env=env,
         )
         out.close()
         child.started_at = time.monotonic()
         log.info("started", role=" ".join(child.role), pid=child.proc.pid)
+
+    def threads_per_embed_worker(self) -> int:
+        """The configured count, else the cores shared out among this machine's embed workers.
+
+        Each of N embed workers taking every core would run N times more
+        model threads than cores; those threads wait for one another at every
+        layer, so oversubscribing slows all of them down.
+        """
+        if self.embed_threads > 0:
+            return self.embed_threads
+        count = self.stage_workers.get("embed", self.workers_per_stage)
+        if count <= 1:
+            return 0  # torch's default: every core
+        return max(1, (os.cpu_count() or 1) // count)
 
     def run(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -66,7 +85,9 @@ class Supervisor:
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         children = [
-            Child(("worker", s), i) for s in self.stages for i in range(self.workers_per_stage)
+            Child(("worker", s), i)
+            for s in self.stages
+            for i in range(self.stage_workers.get(s, self.workers_per_stage))
         ] + [Child(role, 0) for role in self.extra_roles]
         for child in children:
             self._spawn(child)
@@ -97,7 +118,12 @@ class Supervisor:
 
 
 def start_background(
-    pid_file: Path, log_dir: Path, env: dict[str, str], workers: int, roles: list[str]
+    pid_file: Path,
+    log_dir: Path,
+    env: dict[str, str],
+    workers: int,
+    roles: list[str],
+    stage_workers: dict[str, int] | None = None,
 ) -> int:
     """Start a detached supervisor (unless one runs) and return its pid."""
     running = read_pid(pid_file)
@@ -114,6 +140,7 @@ def start_background(
                 "--workers",
                 str(workers),
                 *(arg for role in roles for arg in ("--role", role)),
+                *(f"--stage-workers={s}={n}" for s, n in (stage_workers or {}).items()),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

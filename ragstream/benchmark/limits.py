@@ -107,13 +107,30 @@ def model_limit(
     batch_sizes: Sequence[int] = BATCH_SIZES,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Chunks/s of the model alone: every batch size on a sample, the best on every chunk."""
+    """Chunks/s of the model alone: every batch size on a sample, the best on every chunk.
+
+    A local model is first tried with one thread against torch's default (one
+    per core) and swept with the faster: on a busy machine, threads that wait
+    for one another at every layer can make two slower than one.
+    """
     encode = _encoder(settings)
     if not texts:
         return {"chunks_per_s": 0.0, "best_batch_size": batch_sizes[0], "by_batch_size": {}}
     step = max(1, len(texts) // sample)
     sampled = list(texts[::step])[:sample]
     encode(sampled[:8], 8)  # warm up: first calls allocate and tune
+    threads = _threads()
+    by_threads: dict[int, float] = {}
+    if threads is not None:
+        default = threads.get()
+        probe = sampled[: max(1, len(sampled) // 4)]
+        for count in sorted({default, 1}, reverse=True):
+            threads.set(count)
+            started = time.perf_counter()
+            encode(probe, 16)
+            by_threads[count] = _rate(len(probe), time.perf_counter() - started)
+            log(f"  model alone, batch  16, {count} thread(s): {by_threads[count]:8.1f} chunks/s")
+        threads.set(max(by_threads, key=lambda t: by_threads[t]))
     by_size: dict[int, float] = {}
     for size in batch_sizes:
         started = time.perf_counter()
@@ -124,13 +141,58 @@ def model_limit(
     started = time.perf_counter()
     encode(texts, best)
     full = _rate(len(texts), time.perf_counter() - started)
-    log(f"  model alone, batch {best:>3} on all {len(texts)} chunks: {full:.1f} chunks/s")
+    best_threads = threads.get() if threads is not None else None
+    log(
+        f"  model alone, batch {best:>3}, {best_threads or 'default'} thread(s), "
+        f"on all {len(texts)} chunks: {full:.1f} chunks/s"
+    )
+    if threads is not None:
+        threads.set(default)  # for whatever runs next in this process
     return {
         "chunks_per_s": full,
         "best_batch_size": best,
+        "best_threads": best_threads,
         "sample_chunks": len(sampled),
         "by_batch_size": {str(k): round(v, 2) for k, v in by_size.items()},
+        "by_threads": {str(k): round(v, 2) for k, v in by_threads.items()},
     }
+
+
+def model_rate(
+    settings: Settings, texts: Sequence[str], batch_size: int, threads: int | None
+) -> float:
+    """Chunks/s of the model alone on ``texts``, at a batch size and thread count found before."""
+    encode = _encoder(settings)
+    if not texts:
+        return 0.0
+    control = _threads()
+    default = control.get() if control is not None else 0
+    if control is not None and threads:
+        control.set(threads)
+    try:
+        encode(texts[:8], 8)
+        started = time.perf_counter()
+        encode(texts, batch_size)
+        return _rate(len(texts), time.perf_counter() - started)
+    finally:
+        if control is not None:
+            control.set(default)
+
+
+@dataclass(frozen=True)
+class _Threads:
+    get: Callable[[], int]
+    set: Callable[[int], None]
+
+
+def _threads() -> _Threads | None:
+    """torch's intra-op thread count, if torch is loaded (a local model is in use)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    return _Threads(get=torch.get_num_threads, set=torch.set_num_threads)
 
 
 # --- the broker ------------------------------------------------------------------------------

@@ -122,6 +122,8 @@ def build_report(phases: Phases, batch_size: int) -> dict[str, Any]:
     report: dict[str, Any] = {
         "embedder": options.embedder,
         "workers_per_stage": options.workers_per_stage,
+        "embed_workers": run["embed_workers"],
+        "embed_threads": options.embed_threads or None,
         "batch_size": batch_size,
         "documents": run["documents"],
         "complete": run["complete"],
@@ -140,6 +142,11 @@ def build_report(phases: Phases, batch_size: int) -> dict[str, Any]:
         "peer_documents_per_s": peer_docs,
         "ratio_to_peer": _ratio(run["documents_per_s"], peer_docs),
         "ratio_to_peer_chunks": _ratio(run["chunks_per_s"], defaults.get("chunks_per_s")),
+        # The best ratio to the peer any pipeline embedding all of our chunks
+        # could reach: every chunk at the model limit, nothing else costing.
+        "ratio_to_peer_at_model_limit": _ratio(
+            _ratio(model_limit * run["documents"], run["chunks"]), peer_docs
+        ),
         "truncated_chunks": main["truncated_chunks"],
         "peer_truncated_share": defaults.get("truncated_share"),
         "reingest_speedup": main["reingest"]["speedup"],
@@ -154,6 +161,7 @@ def build_report(phases: Phases, batch_size: int) -> dict[str, Any]:
         "reingest": main["reingest"],
         "peer": phases.peer,
         "memory": memory,
+        "embed_workers_comparison": _embed_compare(phases.embed_compare),
         "pdf_fanout": phases.fanout,
         "pdf_fanout_speedup": (phases.fanout or {}).get("speedup"),
         "corpus": phases.corpus,
@@ -167,6 +175,17 @@ def build_report(phases: Phases, batch_size: int) -> dict[str, Any]:
     }
     rounded: dict[str, Any] = _round(report)
     return rounded
+
+
+def _embed_compare(compare: dict[str, Any]) -> dict[str, Any] | None:
+    if not compare:
+        return None
+    return {
+        **compare,
+        "speedup": _ratio(
+            compare["configured_chunks_per_s"], compare["one_worker_default_threads_chunks_per_s"]
+        ),
+    }
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -183,13 +202,18 @@ def markdown(report: dict[str, Any]) -> str:
     lat, lat10 = r["latency_s"], r["latency_10kb_s"]
     rows = [
         (
-            "embedder / workers per stage / embed batch",
-            f"{r['embedder']} / {r['workers_per_stage']} / {r['batch_size']}",
+            "embedder / workers per stage / embed workers x threads / embed batch",
+            f"{r['embedder']} / {r['workers_per_stage']} / "
+            f"{r['embed_workers']} x {r['embed_threads'] or 'shared'} / {r['batch_size']}",
         ),
         ("documents (complete) / chunks", f"{r['documents']} ({r['complete']}) / {r['chunks']}"),
         ("documents/s", _fmt(r["documents_per_s"])),
         ("chunks/s", _fmt(r["chunks_per_s"])),
-        ("model limit, chunks/s (best batch)", _fmt(r["model_limit_chunks_per_s"])),
+        (
+            "model limit, chunks/s (best batch, best threads)",
+            f"{_fmt(r['model_limit_chunks_per_s'])} "
+            f"({r['limits']['model'].get('best_threads') or 'default'} thread(s))",
+        ),
         ("ratio to model limit", _fmt(r["ratio_to_model_limit"])),
         (
             f"slowest stage limit ({r['slowest_stage_limit']}), chunks/s",
@@ -205,6 +229,7 @@ def markdown(report: dict[str, Any]) -> str:
             "ratio to peer, documents/s (chunks/s)",
             f"{_fmt(r['ratio_to_peer'])} ({_fmt(r['ratio_to_peer_chunks'])})",
         ),
+        ("ratio to peer if we ran at the model limit", _fmt(r["ratio_to_peer_at_model_limit"])),
         (
             "truncated chunks: ours / peer share",
             f"{r['truncated_chunks']} / {_fmt(r['peer_truncated_share'])}",
@@ -223,6 +248,15 @@ def markdown(report: dict[str, Any]) -> str:
         (f"scaling x{k}: chunks/s (speed-up)", f"{_fmt(s['chunks_per_s'])} ({_fmt(s['speedup'])})")
         for k, s in r["scaling"].items()
     ]
+    compare = r.get("embed_workers_comparison")
+    if compare:
+        rows.append(
+            (
+                f"embed workers: 1 x default threads / {compare['configured']}, chunks/s",
+                f"{_fmt(compare['one_worker_default_threads_chunks_per_s'])} / "
+                f"{_fmt(compare['configured_chunks_per_s'])} (x{_fmt(compare['speedup'])})",
+            )
+        )
     rows += [(f"peak RSS {stage}, MB", _fmt(mb, 0)) for stage, mb in r["peak_rss_mb"].items()]
     for item in (r["memory"] or {}).values():
         if isinstance(item, dict) and "name" in item:

@@ -137,6 +137,7 @@ class Workers:
     settings: Settings
     per_stage: int
     log_dir: Path
+    stage_workers: dict[str, int] = field(default_factory=dict)  # exceptions to per_stage
     workers: list[Worker] = field(default_factory=list)
     _proc: subprocess.Popen[bytes] | None = None
     _sampler: threading.Thread | None = None
@@ -159,6 +160,7 @@ class Workers:
                     "supervise",
                     "--workers",
                     str(self.per_stage),
+                    *(f"--stage-workers={s}={n}" for s, n in self.stage_workers.items()),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -166,7 +168,7 @@ class Workers:
                 env=env,
             )
         deadline = time.monotonic() + timeout_s
-        expected = self.per_stage * len(STAGE_NAMES)
+        expected = sum(self.stage_workers.get(s, self.per_stage) for s in STAGE_NAMES)
         while True:
             self._find_workers()
             if len(self.workers) == expected and all(self._ready(w) for w in self.workers):

@@ -40,7 +40,7 @@ def make_embedder(settings: Settings) -> Embedder:
     if settings.embedder == "minilm":
         from ragstream.embedding.minilm import MiniLMEmbedder
 
-        return MiniLMEmbedder(batch_size=settings.embed_batch_size)
+        return MiniLMEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads)
     if settings.embedder == "openai":
         key = settings.openai_api_key
         return OpenAIEmbedder(

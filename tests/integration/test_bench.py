@@ -64,6 +64,7 @@ def test_smoke_bench_report_is_complete_and_consistent(settings: Settings, tmp_p
 
     assert set(REQUIRED_KEYS) <= set(report), set(REQUIRED_KEYS) - set(report)
     assert report["embedder"] == "hash" and report["workers_per_stage"] == 1
+    assert report["embed_workers"] == 1 and report["embed_workers_comparison"] is None
     assert report["batch_size"] in BATCH_SIZES
 
     # The run: every document through, as many chunks as the chunker alone makes.
@@ -82,6 +83,9 @@ def test_smoke_bench_report_is_complete_and_consistent(settings: Settings, tmp_p
     assert report["transport_limit_msgs_per_s"] == limits["transport"]["msgs_per_s"] > 0
     assert set(limits["model"]["by_batch_size"]) == {str(b) for b in BATCH_SIZES}
     assert report["model_limit_chunks_per_s"] > 0
+    # Measured before and after the pipeline runs; the higher one is the limit.
+    before, after = limits["model"]["chunks_per_s_measured"]
+    assert report["model_limit_chunks_per_s"] == pytest.approx(max(before, after), rel=0.01)
     assert report["ratio_to_model_limit"] == pytest.approx(
         report["chunks_per_s"] / report["model_limit_chunks_per_s"], rel=0.01, abs=0.002
     )
@@ -115,6 +119,9 @@ def test_smoke_bench_report_is_complete_and_consistent(settings: Settings, tmp_p
     fanout = report["pdf_fanout"]
     assert (fanout["pages"], fanout["part_pages"]) == (12, 4)
     assert all(fanout["parse_seconds"][k] > 0 for k in ("1", "2"))
+    for k in ("1", "2"):  # the median of the repeats
+        each = fanout["parse_seconds_each"][k]
+        assert len(each) == 3 and fanout["parse_seconds"][k] == sorted(each)[1]
     assert report["pdf_fanout_speedup"] == fanout["speedup"] > 0
 
     # The peer ran when LlamaIndex is installed, and said why not otherwise.
@@ -123,6 +130,10 @@ def test_smoke_bench_report_is_complete_and_consistent(settings: Settings, tmp_p
         assert 0 <= report["peer_truncated_share"] <= 1
         assert report["ratio_to_peer"] == pytest.approx(
             report["documents_per_s"] / report["peer_documents_per_s"], rel=0.01, abs=0.002
+        )
+        at_limit = report["model_limit_chunks_per_s"] * report["documents"] / report["chunks"]
+        assert report["ratio_to_peer_at_model_limit"] == pytest.approx(
+            at_limit / report["peer_documents_per_s"], rel=0.01, abs=0.002
         )
     else:
         assert "skipped" in report["peer"] and report["ratio_to_peer"] is None

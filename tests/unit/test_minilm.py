@@ -128,3 +128,22 @@ def test_make_embedder_builds_minilm() -> None:
     embedder = make_embedder(Settings(embedder="minilm", embed_batch_size=4))
     assert isinstance(embedder, MiniLMEmbedder)
     assert len(embedder.embed(["ok"])[0]) == 384
+
+
+def test_embed_threads_sets_the_model_threads_and_keeps_the_vectors(
+    model: MiniLMEmbedder,
+) -> None:
+    import torch
+
+    default = torch.get_num_threads()
+    texts = ["The cat sat on the mat.", "Kafka partitions order messages by key."]
+    expected = model.embed(texts)
+    try:
+        one = make_embedder(Settings(embedder="minilm", embed_threads=1))
+        assert torch.get_num_threads() == 1
+        got = one.embed(texts)
+        one.close()
+    finally:
+        torch.set_num_threads(default)
+    for a, b in zip(got, expected, strict=True):
+        assert np.allclose(a, b, atol=1e-5)
