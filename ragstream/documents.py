@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 BlockKind = Literal["heading", "paragraph"]
 
@@ -132,3 +132,46 @@ class ParsedPayload:
 
     def document(self) -> ParsedDocument:
         return ParsedDocument.from_json(self.payload)
+
+
+@dataclass(frozen=True)
+class SpooledPayload:
+    """A :class:`ParsedPayload` whose JSON is in a temporary file: a document too large to hold.
+
+    Its owner closes it (``with``); the file goes with it.
+    """
+
+    file: IO[bytes]
+    size: int
+    content_type: str
+    parser: str
+    parser_version: str
+    page_count: int | None
+    block_count: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_summary(cls, summary: bytes, file: IO[bytes], size: int) -> SpooledPayload:
+        return cls(file=file, size=size, **json.loads(summary))
+
+    def load(self) -> ParsedPayload:
+        """The same in memory."""
+        self.file.seek(0)
+        return ParsedPayload(
+            payload=self.file.read(self.size),
+            content_type=self.content_type,
+            parser=self.parser,
+            parser_version=self.parser_version,
+            page_count=self.page_count,
+            block_count=self.block_count,
+            metadata=dict(self.metadata),
+        )
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> SpooledPayload:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,4 +1,9 @@
-"""parse: documents.uploaded -> documents.parsed. Bytes in, structured text out."""
+"""parse: documents.uploaded -> documents.parsed. Bytes in, structured text out.
+
+A large document never sits whole in this process: the upload goes from the
+blob store to the parser sandbox in slices, and a large parsed JSON comes back
+into a temporary file and goes from there to the blob store in slices.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,16 @@ from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, St
 from ragstream.db import blobs
 from ragstream.db.models import ParseBuffer
 from ragstream.db.repository import Transition
-from ragstream.documents import ParsedDocument, ParsedPayload
+from ragstream.documents import ParsedDocument, ParsedPayload, SpooledPayload
 from ragstream.errors import CorruptDocument
 from ragstream.parsing.core import NO_TEXT
-from ragstream.parsing.sandbox import parse_payload
+from ragstream.parsing.sandbox import parse_spooled
 from ragstream.schemas.events import DocumentParsed, DocumentUploaded, utc_now
 from ragstream.state import DocumentStatus
+
+# A parsed JSON larger than this is stored streamed, in its own transaction; a smaller
+# one (most documents) is written by the runner's transaction with the rest.
+SPOOL_ABOVE_BYTES = 4 * blobs.SLICE_BYTES
 
 
 class ParseStage(Stage):
@@ -30,36 +39,42 @@ class ParseStage(Stage):
             from ragstream.llamaparse.stage import submit_to_llamaparse
 
             return submit_to_llamaparse(message, ctx)
-        with ctx.engine.connect() as conn:
-            data = blobs.get(conn, event.blob_sha256)
-        parsed: ParsedPayload
+        document_id, job_id = uuid.UUID(event.document_id), uuid.UUID(event.job_id)
         if event.part_index is not None:
+            with ctx.engine.connect() as conn:
+                data = blobs.get(conn, event.blob_sha256)
             merged = parts.parse_part(message, data, ctx)
             if merged is None:  # other parts are still being parsed
                 return StageOutput()
-            parsed = ParsedPayload.of(merged)
-        else:
-            # A PDF is read up to the part size first: a longer one is split there.
-            parsed = parse_payload(
-                data,
-                filename=event.filename,
-                timeout_s=ctx.settings.parser_timeout_s,
-                memory_mb=ctx.settings.parser_memory_mb,
-                pages=(1, ctx.settings.pdf_part_pages),
-            )
-            del data  # a large document is not held twice while it is stored
+            return parsed_output(ctx, document_id, job_id, event.tenant, merged, source=message)
+        upload = blobs.open_stream(ctx.engine, event.blob_sha256)
+        # A PDF is read up to the part size first: a longer one is split there.
+        parsed = parse_spooled(
+            upload.whole if upload.whole is not None else upload,
+            filename=event.filename,
+            timeout_s=ctx.settings.parser_timeout_s,
+            memory_mb=ctx.settings.parser_memory_mb,
+            pages=(1, ctx.settings.pdf_part_pages),
+            spool_above=SPOOL_ABOVE_BYTES,
+        )
+        del upload
+        try:
             if parsed.page_count and parsed.page_count > ctx.settings.pdf_part_pages:
-                return parts.fan_out(message, parsed, ctx)
+                first = parsed.load() if isinstance(parsed, SpooledPayload) else parsed
+                return parts.fan_out(message, first, ctx)
             if not parsed.block_count:
                 raise CorruptDocument(NO_TEXT)
-        return parsed_output(
-            ctx,
-            uuid.UUID(event.document_id),
-            uuid.UUID(event.job_id),
-            event.tenant,
-            parsed,
-            source=message,
-        )
+            stored = None
+            if isinstance(parsed, SpooledPayload):
+                # A blob nobody refers to yet is harmless, and a retry finds it stored.
+                with ctx.engine.begin() as conn:
+                    stored = blobs.put_file(conn, parsed.file, parsed.size)
+            return parsed_output(
+                ctx, document_id, job_id, event.tenant, parsed, source=message, stored_sha256=stored
+            )
+        finally:
+            if isinstance(parsed, SpooledPayload):
+                parsed.close()
 
 
 def parsed_output(
@@ -67,17 +82,26 @@ def parsed_output(
     document_id: uuid.UUID,
     job_id: uuid.UUID,
     tenant: str,
-    parsed: ParsedDocument | ParsedPayload,
+    parsed: ParsedDocument | ParsedPayload | SpooledPayload,
     *,
     source: Incoming | None,
+    stored_sha256: str | None = None,
 ) -> StageOutput:
-    """The writes and the event of a parsed document, whichever parser produced it."""
+    """The writes and the event of a parsed document, whichever parser produced it.
+
+    A spooled document's JSON is stored before (:func:`blobs.put_file`, too large
+    for one statement); ``stored_sha256`` is its key.
+    """
     if isinstance(parsed, ParsedDocument):
         parsed = ParsedPayload.of(parsed)
-    payload = parsed.payload
-    text_sha = blobs.sha256_of(payload)
     out = StageOutput()
-    out.statements.append(blobs.put_statement(payload))
+    if isinstance(parsed, ParsedPayload):
+        text_sha = blobs.sha256_of(parsed.payload)
+        out.statements.append(blobs.put_statement(parsed.payload))
+    elif stored_sha256 is None:
+        raise ValueError("a spooled document is stored before its output is made")
+    else:
+        text_sha = stored_sha256
     out.upserts.append(
         (
             ParseBuffer,

@@ -25,10 +25,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from typing import Protocol
 
-from ragstream.documents import ParsedDocument, ParsedPayload
+from ragstream.documents import ParsedDocument, ParsedPayload, SpooledPayload
 from ragstream.errors import (
     CorruptDocument,
     ParserLimitExceeded,
@@ -47,7 +50,17 @@ _START_TIMEOUT_S = 60.0
 # The fork server reports a timeout itself; this only covers a fork server gone silent.
 _REPLY_GRACE_S = 5.0
 _RECV_CHUNK = 1024 * 1024
+_MAX_SUMMARY = 65536
 _MAX_TIMEOUT_S = 7 * 24 * 3600.0  # beyond this, a "timeout" is a configuration mistake
+
+
+class ByteSource(Protocol):
+    """A document sent in pieces, so that it need not be in memory (a stored blob)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def __iter__(self) -> Iterator[bytes]: ...
 
 
 def parse_document(
@@ -71,7 +84,7 @@ def parse_document(
 
 
 def parse_payload(
-    data: bytes,
+    data: bytes | ByteSource,
     *,
     filename: str | None,
     timeout_s: float,
@@ -84,8 +97,29 @@ def parse_payload(
     )
 
 
+def parse_spooled(
+    data: bytes | ByteSource,
+    *,
+    filename: str | None,
+    timeout_s: float,
+    memory_mb: int,
+    spool_above: int,
+    pages: tuple[int, int] | None = None,
+) -> ParsedPayload | SpooledPayload:
+    """:func:`parse_payload`, with a JSON of more than ``spool_above`` bytes received into a
+    temporary file instead of memory."""
+    return _run(
+        data,
+        filename=filename,
+        timeout_s=timeout_s,
+        memory_mb=memory_mb,
+        pages=pages,
+        spool_above=spool_above,
+    )
+
+
 def _run_child(
-    data: bytes,
+    data: bytes | ByteSource,
     *,
     filename: str | None,
     timeout_s: float,
@@ -94,11 +128,29 @@ def _run_child(
     pages: tuple[int, int] | None = None,
 ) -> ParsedPayload:
     """The sandbox proper; ``debug`` lets tests make the child misbehave (see ``child``)."""
+    parsed = _run(
+        data, filename=filename, timeout_s=timeout_s, memory_mb=memory_mb, debug=debug, pages=pages
+    )
+    assert isinstance(parsed, ParsedPayload)  # nothing is spooled without spool_above
+    return parsed
+
+
+def _run(
+    data: bytes | ByteSource,
+    *,
+    filename: str | None,
+    timeout_s: float,
+    memory_mb: int,
+    debug: str | None = None,
+    pages: tuple[int, int] | None = None,
+    spool_above: int | None = None,
+) -> ParsedPayload | SpooledPayload:
     if not 0 < timeout_s < _MAX_TIMEOUT_S:
         raise ValueError(f"timeout_s must be positive and finite, not {timeout_s}")
     if memory_mb <= 0:
         raise ValueError(f"memory_mb must be positive, not {memory_mb}")
-    header: dict[str, object] = {"filename": filename, "memory_mb": memory_mb, "size": len(data)}
+    size = len(data) if isinstance(data, bytes) else data.size
+    header: dict[str, object] = {"filename": filename, "memory_mb": memory_mb, "size": size}
     if debug is not None:
         header["debug"] = debug
     if pages is not None:
@@ -112,15 +164,22 @@ def _run_child(
         started = time.monotonic()
         deadline = started + timeout_s + _REPLY_GRACE_S
         _send(ours, json.dumps(header).encode("utf-8") + b"\n", data, deadline)
-        received = _receive(ours, deadline, timeout_s)
+        received = _receive(ours, deadline, timeout_s, spool_above)
+    if isinstance(received, SpooledPayload):
+        return received
     return _decode(received, timeout_s, memory_mb, time.monotonic() - started)
 
 
-def _send(conn: socket.socket, header: bytes, data: bytes, deadline: float) -> None:
+def _send(conn: socket.socket, header: bytes, data: bytes | ByteSource, deadline: float) -> None:
     try:
         conn.settimeout(max(0.001, deadline - time.monotonic()))
         conn.sendall(header)
-        conn.sendall(data)
+        if isinstance(data, bytes):
+            conn.sendall(data)
+        else:
+            for piece in data:
+                conn.settimeout(max(0.001, deadline - time.monotonic()))
+                conn.sendall(piece)
         conn.shutdown(socket.SHUT_WR)
     except TimeoutError:
         pass  # the reply, or the fork server's verdict, says what happened
@@ -128,8 +187,27 @@ def _send(conn: socket.socket, header: bytes, data: bytes, deadline: float) -> N
         pass  # the child died before reading everything: likewise
 
 
-def _receive(conn: socket.socket, deadline: float, timeout_s: float) -> bytearray:
+def _receive(
+    conn: socket.socket, deadline: float, timeout_s: float, spool_above: int | None
+) -> bytearray | SpooledPayload:
+    """Everything up to end-of-file: in memory, or spooled when the reply is OK and large."""
     received = bytearray()  # grown in place: a large reply is not held twice to be joined
+    pieces = _pieces(conn, deadline, timeout_s)
+    undecided = spool_above is not None
+    for piece in pieces:
+        received += piece
+        if undecided and spool_above is not None:
+            newline = received.find(b"\n", 0, 64)
+            if newline < 0 and len(received) < 64:
+                continue
+            undecided = False
+            status, _, size = bytes(received[: max(newline, 0)]).partition(b" ")
+            if status == b"OK" and size.isdigit() and int(size) > spool_above:
+                return _spool(received, newline + 1, int(size), pieces)
+    return received
+
+
+def _pieces(conn: socket.socket, deadline: float, timeout_s: float) -> Iterator[bytes]:
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -140,11 +218,47 @@ def _receive(conn: socket.socket, deadline: float, timeout_s: float) -> bytearra
         except TimeoutError:
             raise ParserLimitExceeded(_timeout_message(timeout_s)) from None
         except OSError:
-            break
+            return
         if not chunk:
-            break
-        received += chunk
-    return received
+            return
+        yield chunk
+
+
+def _spool(
+    received: bytearray, body_start: int, size: int, pieces: Iterator[bytes]
+) -> bytearray | SpooledPayload:
+    """An OK reply of ``size`` bytes from ``body_start`` on: its JSON goes to a file.
+
+    An incomplete reply comes back as what was received, for :func:`_decode`.
+    """
+    body_end = body_start + size
+    limit = min(body_end, body_start + _MAX_SUMMARY)
+    while (summary_end := received.find(b"\n", body_start, limit)) < 0:
+        if len(received) >= limit:
+            raise RetryableError("parse: the parser sandbox sent a reply without a summary")
+        piece = next(pieces, None)
+        if piece is None:
+            return received
+        received += piece
+    summary = bytes(received[body_start:summary_end])
+    file = tempfile.TemporaryFile()  # noqa: SIM115 - returned open, its owner closes it
+    try:
+        with memoryview(received) as view:
+            file.write(view[summary_end + 1 : body_end])
+        missing = body_end - len(received)
+        del received[summary_end + 1 :]
+        for piece in pieces:  # to the end: the fork server's verdict follows, unused
+            if missing > 0:
+                file.write(memoryview(piece)[:missing])
+                missing -= len(piece)
+        if missing > 0:
+            file.close()
+            return received
+        file.flush()
+    except BaseException:
+        file.close()
+        raise
+    return SpooledPayload.from_summary(summary, file, body_end - summary_end - 1)
 
 
 def _decode(received: bytearray, timeout_s: float, memory_mb: int, elapsed: float) -> ParsedPayload:
