@@ -20,6 +20,7 @@ from ragstream.consumers.chunk import chunk_created
 from ragstream.consumers.parse import parsed_event
 from ragstream.db import repository
 from ragstream.db.models import Blob, ChunkBuffer, Document, Job, ParseBuffer, VectorBuffer
+from ragstream.producers.producer import document_spread
 from ragstream.schemas.events import Event, utc_now
 from ragstream.state import DocumentStatus, Stage
 
@@ -135,7 +136,7 @@ def _emit(services: Services, document_id: uuid.UUID, job_id: uuid.UUID, stage: 
             parsed = session.execute(
                 select(ParseBuffer).where(ParseBuffer.document_id == document_id)
             ).scalar_one()
-            events: list[tuple[str, str, Event]] = [
+            events: list[tuple[str, str, Event, int | None]] = [
                 (
                     topology.PARSED,
                     str(document_id),
@@ -151,6 +152,7 @@ def _emit(services: Services, document_id: uuid.UUID, job_id: uuid.UUID, stage: 
                         page_count=parsed.page_count,
                         parsed_at=document.parsed_at or utc_now(),
                     ),
+                    None,
                 )
             ]
         else:
@@ -183,12 +185,15 @@ def _emit(services: Services, document_id: uuid.UUID, job_id: uuid.UUID, stage: 
                         parser_version=c.parser_version,
                         created_at=now,
                     ),
+                    document_spread(document_id, c.chunk_index),
                 )
                 for c in chunks
             ]
     with services.publish_lock:
-        for topic, key, event in events:
-            services.producer.send(settings.topic(topic), key, services.codec.encode(event))
+        for topic, key, event, spread in events:
+            services.producer.send(
+                settings.topic(topic), key, services.codec.encode(event), spread=spread
+            )
         services.producer.wait()
 
 
@@ -204,11 +209,14 @@ def delete_document(services: Services, tenant: str, document_id: uuid.UUID) -> 
             raise Conflict(
                 f"document is {document.status}; delete it once it is complete or failed"
             )
-        chunk_ids = list(
-            conn.execute(
-                select(ChunkBuffer.id).where(ChunkBuffer.document_id == document_id)
-            ).scalars()
-        )
+        chunks = [
+            (chunk_id, index)
+            for chunk_id, index in conn.execute(
+                select(ChunkBuffer.id, ChunkBuffer.chunk_index).where(
+                    ChunkBuffer.document_id == document_id
+                )
+            )
+        ]
         vectors = conn.execute(
             select(func.count())
             .select_from(VectorBuffer)
@@ -233,17 +241,25 @@ def delete_document(services: Services, tenant: str, document_id: uuid.UUID) -> 
         unused = ({upload_sha} | texts) - still_used
         if unused:
             conn.execute(delete(Blob).where(Blob.sha256.in_(unused)))
-    _tombstones(services, document_id, chunk_ids)
-    log.info("deleted", document_id=str(document_id), chunks=len(chunk_ids), vectors=vectors)
-    return Deleted(chunks=len(chunk_ids), vectors=int(vectors))
+    _tombstones(services, document_id, chunks)
+    log.info("deleted", document_id=str(document_id), chunks=len(chunks), vectors=vectors)
+    return Deleted(chunks=len(chunks), vectors=int(vectors))
 
 
-def _tombstones(services: Services, document_id: uuid.UUID, chunk_ids: list[uuid.UUID]) -> None:
-    """A null value for every key the document had, so compacted topics forget it."""
+def _tombstones(
+    services: Services, document_id: uuid.UUID, chunks: list[tuple[uuid.UUID, int]]
+) -> None:
+    """A null value for every key the document had, on its partition, so compacted topics
+    forget it."""
     settings = services.settings
     with services.publish_lock:
         for topic in (topology.UPLOADED, topology.PARSED, topology.EMBEDDED):
             services.producer.send(settings.topic(topic), str(document_id), None)
-        for chunk_id in chunk_ids:
-            services.producer.send(settings.topic(topology.CHUNKED), str(chunk_id), None)
+        for chunk_id, index in chunks:
+            services.producer.send(
+                settings.topic(topology.CHUNKED),
+                str(chunk_id),
+                None,
+                spread=document_spread(document_id, index),
+            )
         services.producer.wait()

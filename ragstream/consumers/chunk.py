@@ -16,6 +16,7 @@ from ragstream.db.models import ChunkBuffer
 from ragstream.db.repository import Transition
 from ragstream.documents import ParsedDocument
 from ragstream.embedding.budget import token_budget
+from ragstream.producers.producer import document_spread
 from ragstream.schemas.events import ChunkCreated, DocumentParsed, utc_now
 from ragstream.state import DocumentStatus
 
@@ -95,6 +96,7 @@ class ChunkStage(Stage):
                         parser_version=event.parser_version,
                         created_at=now,
                     ),
+                    spread=document_spread(document_id, chunk.index),
                 )
             )
         out.transitions.append(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-import zlib
 
 from sqlalchemy import Update, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -29,6 +28,7 @@ from ragstream.errors import CorruptDocument
 from ragstream.parsing.blocks import BlockBuilder
 from ragstream.parsing.core import NO_TEXT
 from ragstream.parsing.sandbox import parse_payload
+from ragstream.producers.producer import document_spread
 from ragstream.schemas.events import DocumentUploaded, utc_now
 from ragstream.state import DocumentStatus
 
@@ -64,9 +64,6 @@ def fan_out(message: Incoming, first: ParsedPayload, ctx: StageContext) -> Stage
     out.statements.append(insert(DocumentPart).values(rows).on_conflict_do_nothing())
     out.statements.append(_parsed(document_id, job_id, 0, blobs.sha256_of(payload), first))
     now = utc_now()
-    # Consecutive partitions, from one that depends on the document: whichever
-    # partitions each parse worker owns, the parts are shared out among them.
-    first_partition = zlib.crc32(document_id.bytes)
     for index, (start, end) in enumerate(ranges[1:], start=1):
         part = dataclasses.replace(
             event,
@@ -82,7 +79,7 @@ def fan_out(message: Incoming, first: ParsedPayload, ctx: StageContext) -> Stage
                 ctx.topic(topology.UPLOADED),
                 f"{document_id}:{index}",
                 part,
-                spread=first_partition + index,
+                spread=document_spread(document_id, index),
             )
         )
     return out

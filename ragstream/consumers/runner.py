@@ -5,7 +5,8 @@ For every batch, in this order and no other:
 1. decode (undecodable records become failures);
 2. mark the batch's documents as started (``parsing``, ...), so progress is visible;
 3. run the stage in a worker thread; past a second, the consumer is polled
-   with its partitions paused (a slow batch never exceeds ``max.poll.interval.ms``);
+   (a slow batch never exceeds ``max.poll.interval.ms``) and takes the next
+   batch meanwhile, then pauses its partitions;
 4. one database transaction: upserts (de-duplicated by key), status changes,
    and ``failed`` for every failure;
 5. produce the output events and the DLQ records, and wait for every ack;
@@ -308,27 +309,46 @@ class StageRunner:
         """Run ``fn`` in a worker thread while this thread keeps the consumer alive.
 
         A short batch just runs: the fetcher keeps prefetching the next one. A
-        batch still running after ``PAUSE_AFTER_S`` gets its partitions paused and
-        the consumer polled (rebalances, max.poll.interval) until it ends;
-        anything that still arrives is carried over to the next batch, never
-        dropped. Pausing every batch would cost each one up to a second: the
-        fetcher notices a resume only on its next wake-up.
+        batch still running after ``PAUSE_AFTER_S`` has the consumer polled
+        (rebalances, max.poll.interval) until it ends, taking the next batch
+        meanwhile: up to ``max_batch_size`` messages are carried over, then the
+        partitions are paused, so the next batch starts the moment this one
+        ends. Pausing every batch, or resuming with nothing in hand, would cost
+        each batch up to a second: the fetcher notices a resume only on its
+        next wake-up.
         """
         future: Future[T] = self._executor.submit(fn)
         if wait([future], timeout=PAUSE_AFTER_S).done:
             self.heartbeat = time.monotonic()
             return future.result()
-        self.consumer.pause(self.consumer.assignment())
+        paused = False
         try:
             # Wake on the future, not on a poll timeout: the batch's end is not delayed.
             while not wait([future], timeout=0.05).done:
-                msg = self.consumer.poll(0)
                 self.heartbeat = time.monotonic()
-                if msg is not None and msg.error() is None:
-                    self._carry.append(msg)
+                room = self.settings.max_batch_size - len(self._carry)
+                if room > 0 and not paused:
+                    self._take(self.consumer.consume(room, 0))
+                    continue
+                if not paused:
+                    self.consumer.pause(self.consumer.assignment())
+                    paused = True
+                msg = self.consumer.poll(0)
+                if msg is not None:
+                    self._take([msg])
             return future.result()
         finally:
-            self.consumer.resume(self.consumer.assignment())
+            if paused:
+                self.consumer.resume(self.consumer.assignment())
+
+    def _take(self, messages: list[Message]) -> None:
+        """Carry ``messages`` over to the next batch (errors are reported, not carried)."""
+        for msg in messages:
+            error = msg.error()
+            if error is not None:
+                self._on_consumer_error(error)
+            else:
+                self._carry.append(msg)
 
     # --- one batch -------------------------------------------------------
     def _handle(self, raw: list[Message]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import ClassVar
 
 import pytest
@@ -277,3 +279,52 @@ def test_a_retryable_error_that_persists_while_dependencies_answer_is_dead_lette
     (dead,) = read_topic(settings, topology.dlq(topology.UPLOADED), expect=1)
     assert dict(dead.headers())["ragstream-dlq-error-class"] == b"RetriesExhausted"
     assert _committed(settings, "parse") == 4
+
+
+class _Slow(ParseStage):
+    """A parse stage whose first batch outlasts the pause threshold, noting what was carried."""
+
+    name: ClassVar[str] = "parse"
+    runner: ClassVar[StageRunner | None] = None
+    meanwhile: ClassVar[Callable[[], None]] = staticmethod(lambda: None)
+    carried_during_first: ClassVar[int] = -1
+    batches: ClassVar[list[int]] = []
+
+    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+        self.batches.append(len(batch))
+        if len(self.batches) == 1:
+            assert self.runner is not None
+            self.meanwhile()  # more documents arrive while this batch runs
+            deadline = time.monotonic() + 6
+            while time.monotonic() < deadline and len(self.runner._carry) < 2:
+                time.sleep(0.05)
+            time.sleep(0.5)  # a carry that would overfill has time to
+            _Slow.carried_during_first = len(self.runner._carry)
+        return super().process(batch, ctx)
+
+
+def test_a_slow_batch_takes_the_next_one_in_hand_while_it_runs(settings: Settings) -> None:
+    """The next batch is already read when a slow one ends: no wait for the fetcher."""
+    settings = settings.model_copy(update={"max_batch_size": 2, "partitions": 1})
+    submitter = prepare(settings)
+    files = corpus.mixed(6, seed=14)
+    for name, data in files[:2]:
+        submitter.submit(data, filename=name)
+
+    def submit_the_rest() -> None:
+        for name, data in files[2:]:
+            submitter.submit(data, filename=name)
+
+    engine = make_engine(settings)
+    ctx = StageContext(settings=settings, engine=engine, codec=make_codec(settings))
+    runner = StageRunner(_Slow(), settings, engine, ctx)
+    _Slow.runner, _Slow.batches, _Slow.meanwhile = runner, [], staticmethod(submit_the_rest)
+    stats = runner.run(max_messages=6, idle_timeout_s=10)
+    # While the first batch ran, the next one was read and held: one batch's worth,
+    # no more (the partitions were paused then).
+    assert _Slow.carried_during_first == 2
+    assert stats.processed == 6 and _Slow.batches == [2, 2, 2]
+    with engine.connect() as conn:
+        statuses = conn.execute(select(Document.status)).scalars().all()
+    assert sorted(statuses) == ["parsed"] * 6
+    assert _committed(settings, "parse") == 6
