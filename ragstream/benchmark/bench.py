@@ -205,7 +205,7 @@ def _pipeline(
     """One run of the corpus on fresh workers; the main one also re-ingests and probes."""
     options = phases.options
     main = per_stage == options.workers_per_stage and not phases.main
-    settings = databases.fresh(label, embed_batch_size=batch_size)
+    settings = databases.fresh(label, embed_batch_size=batch_size, embed_threads=base.embed_threads)
     log(
         f"pipeline: {per_stage} worker(s) per stage, {embed_workers} embed worker(s) "
         f"of {settings.embed_threads or 'shared'} thread(s), embed batch {batch_size}"
