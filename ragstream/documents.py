@@ -8,7 +8,7 @@ so page numbers and heading paths survive into every chunk.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import IO, Any, Literal
 
 BlockKind = Literal["heading", "paragraph"]
@@ -85,8 +85,28 @@ class ParsedDocument:
         )
 
 
-@dataclass(frozen=True)
-class ParsedPayload:
+@dataclass(frozen=True, kw_only=True)
+class ParsedSummary:
+    """What is stored and announced of a parsed document besides its blocks."""
+
+    content_type: str
+    parser: str
+    parser_version: str
+    page_count: int | None
+    block_count: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def summary_fields(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(ParsedSummary)}
+        values["metadata"] = dict(self.metadata)  # a copy: the summaries share nothing
+        return values
+
+    def summary(self) -> bytes:
+        return json.dumps(self.summary_fields()).encode("utf-8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParsedPayload(ParsedSummary):
     """A parsed document as stored: its JSON (``ParsedDocument.to_json``) and a summary.
 
     What the parse stage needs to store and announce a document, without holding
@@ -94,12 +114,6 @@ class ParsedPayload:
     """
 
     payload: bytes
-    content_type: str
-    parser: str
-    parser_version: str
-    page_count: int | None
-    block_count: int
-    metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, document: ParsedDocument) -> ParsedPayload:
@@ -113,29 +127,16 @@ class ParsedPayload:
             metadata=dict(document.metadata),
         )
 
-    def summary(self) -> bytes:
-        return json.dumps(
-            {
-                "content_type": self.content_type,
-                "parser": self.parser,
-                "parser_version": self.parser_version,
-                "page_count": self.page_count,
-                "block_count": self.block_count,
-                "metadata": self.metadata,
-            }
-        ).encode("utf-8")
-
     @classmethod
     def from_summary(cls, summary: bytes, payload: bytes) -> ParsedPayload:
-        fields = json.loads(summary)
-        return cls(payload=payload, **fields)
+        return cls(payload=payload, **json.loads(summary))
 
     def document(self) -> ParsedDocument:
         return ParsedDocument.from_json(self.payload)
 
 
-@dataclass(frozen=True)
-class SpooledPayload:
+@dataclass(frozen=True, kw_only=True)
+class SpooledPayload(ParsedSummary):
     """A :class:`ParsedPayload` whose JSON is in a temporary file: a document too large to hold.
 
     Its owner closes it (``with``); the file goes with it.
@@ -143,12 +144,6 @@ class SpooledPayload:
 
     file: IO[bytes]
     size: int
-    content_type: str
-    parser: str
-    parser_version: str
-    page_count: int | None
-    block_count: int
-    metadata: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_summary(cls, summary: bytes, file: IO[bytes], size: int) -> SpooledPayload:
@@ -157,15 +152,7 @@ class SpooledPayload:
     def load(self) -> ParsedPayload:
         """The same in memory."""
         self.file.seek(0)
-        return ParsedPayload(
-            payload=self.file.read(self.size),
-            content_type=self.content_type,
-            parser=self.parser,
-            parser_version=self.parser_version,
-            page_count=self.page_count,
-            block_count=self.block_count,
-            metadata=dict(self.metadata),
-        )
+        return ParsedPayload(payload=self.file.read(self.size), **self.summary_fields())
 
     def close(self) -> None:
         self.file.close()

@@ -12,9 +12,12 @@ import uuid
 from collections import Counter
 
 import pytest
+from sqlalchemy import func, select
 
 from ragstream import topology
 from ragstream.consumers.worker import build_runner
+from ragstream.db.engine import make_engine
+from ragstream.db.models import ChunkBuffer
 from ragstream.producers.producer import document_spread
 from ragstream.settings import Settings
 from tests import corpus
@@ -27,10 +30,16 @@ def test_a_documents_chunks_fill_the_partitions_evenly(settings: Settings) -> No
     files = [(f"doc-{i}.md", corpus.markdown(seed=300 + i, sections=12)) for i in range(3)]
     submitter = prepare(settings)
     ids = [submitter.submit(data, filename=name).document_id for name, data in files]
-    assert build_runner(settings, "parse").run(idle_timeout_s=8).processed == len(files)
-    assert build_runner(settings, "chunk").run(idle_timeout_s=8).processed == len(files)
+    for stage in ("parse", "chunk"):
+        stats = build_runner(settings, stage).run(max_messages=len(files), idle_timeout_s=15)
+        assert stats.processed == len(files)
 
-    messages = read_topic(settings, topology.CHUNKED, expect=10**6, timeout_s=8)
+    engine = make_engine(settings)
+    with engine.connect() as conn:
+        chunks = conn.execute(select(func.count()).select_from(ChunkBuffer)).scalar_one()
+    engine.dispose()
+    messages = read_topic(settings, topology.CHUNKED, expect=chunks)
+    assert len(messages) == chunks
     assert len(messages) >= 3 * settings.partitions * len(ids), "several chunks per partition"
     by_document: dict[uuid.UUID, Counter[int]] = {}
     for message in messages:

@@ -42,7 +42,7 @@ def test_a_long_pdf_is_parsed_in_parts_by_two_workers_and_merged_once(settings: 
     stats = []
 
     def work() -> None:
-        stats.append(build_runner(settings, "parse").run(idle_timeout_s=12))
+        stats.append(build_runner(settings, "parse").run(idle_timeout_s=6))
 
     workers = [threading.Thread(target=work) for _ in range(2)]
     for w in workers:
