@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import func, select
 
 from ragstream import topology
 from ragstream.consumers.parts import page_ranges
+from ragstream.consumers.runner import StageRunner
 from ragstream.consumers.worker import build_runner
 from ragstream.db import blobs
 from ragstream.db.engine import make_engine
@@ -39,16 +41,30 @@ def test_a_long_pdf_is_parsed_in_parts_by_two_workers_and_merged_once(settings: 
     short_id = submitter.submit(short, filename=short_name).document_id
 
     # Two parse workers share the parts: 1 split + 3 parts + 1 short document = 5 messages.
+    # They stop once both documents are parsed (waiting for idleness would only add time).
+    runners = [build_runner(settings, "parse") for _ in range(2)]
     stats = []
 
-    def work() -> None:
-        stats.append(build_runner(settings, "parse").run(idle_timeout_s=6))
+    def work(runner: StageRunner) -> None:
+        stats.append(runner.run(idle_timeout_s=60))
 
-    workers = [threading.Thread(target=work) for _ in range(2)]
+    workers = [threading.Thread(target=work, args=(r,)) for r in runners]
     for w in workers:
         w.start()
+    engine = make_engine(settings)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            statuses = conn.execute(
+                select(Document.status).where(Document.id.in_([long_id, short_id]))
+            ).scalars()
+            if sorted(statuses) == ["parsed", "parsed"]:
+                break
+        time.sleep(0.2)
+    for r in runners:
+        r.stop()
     for w in workers:
-        w.join(120)
+        w.join(60)
     assert sum(s.processed for s in stats) == 5 and sum(s.failed for s in stats) == 0
 
     # The parts sit on consecutive partitions, so no worker gets them all.
@@ -62,7 +78,6 @@ def test_a_long_pdf_is_parsed_in_parts_by_two_workers_and_merged_once(settings: 
         part_partitions
     )
 
-    engine = make_engine(settings)
     with engine.connect() as conn:
         docs = {d.id: d for d in conn.execute(select(Document)).all()}
         parts = conn.execute(select(DocumentPart).where(DocumentPart.document_id == long_id)).all()
