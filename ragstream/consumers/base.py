@@ -109,6 +109,11 @@ class Stage(ABC):
     started_status: ClassVar[DocumentStatus | None] = None
     # Whether a message this stage cannot process marks its document failed (besides the DLQ).
     fails_documents: ClassVar[bool] = True
+    # Most messages in one batch, below the ``max_batch_size`` setting (None: that setting).
+    # A stage that turns one message into hundreds (a document into its chunks) takes
+    # one at a time: its output is committed and published per document, so the next
+    # stage starts on the first document instead of waiting for the whole batch.
+    batch_limit: ClassVar[int | None] = None
 
     def setup(self, ctx: StageContext) -> None:  # noqa: B027 - optional hook
         """Load what the stage needs once per process (models, tokenizers)."""

@@ -25,6 +25,7 @@ class ChunkStage(Stage):
     name = "chunk"
     consumes = DocumentParsed
     started_status = DocumentStatus.CHUNKING
+    batch_limit = 1
 
     def setup(self, ctx: StageContext) -> None:
         budget = token_budget(ctx.settings)

@@ -32,6 +32,7 @@ class ParseStage(Stage):
     name = "parse"
     consumes = DocumentUploaded
     started_status = DocumentStatus.PARSING
+    batch_limit = 1
 
     def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:
         event: DocumentUploaded = message.event

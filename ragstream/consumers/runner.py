@@ -107,6 +107,7 @@ class StageRunner:
         self._trace: tracing.BatchTrace | None = None
         self._last_read = self._stall_checked = time.monotonic()
         self._phases: dict[str, float] = {}
+        self.batch_size = min(settings.max_batch_size, stage.batch_limit or settings.max_batch_size)
 
     def _new_consumer(self) -> Consumer:
         return Consumer(
@@ -273,7 +274,7 @@ class StageRunner:
         while a batch is processed form the next one (``max_batch_wait_s`` adds
         a linger for backends that want fuller batches).
         """
-        limit = self.settings.max_batch_size
+        limit = self.batch_size
         batch, self._carry = self._carry[:limit], self._carry[limit:]
         if not batch:
             first = self.consumer.poll(self.settings.poll_timeout_s)
@@ -311,7 +312,7 @@ class StageRunner:
         A short batch just runs: the fetcher keeps prefetching the next one. A
         batch still running after ``PAUSE_AFTER_S`` has the consumer polled
         (rebalances, max.poll.interval) until it ends, taking the next batch
-        meanwhile: up to ``max_batch_size`` messages are carried over, then the
+        meanwhile: up to a batch of messages is carried over, then the
         partitions are paused, so the next batch starts the moment this one
         ends. Pausing every batch, or resuming with nothing in hand, would cost
         each batch up to a second: the fetcher notices a resume only on its
@@ -326,7 +327,7 @@ class StageRunner:
             # Wake on the future, not on a poll timeout: the batch's end is not delayed.
             while not wait([future], timeout=0.05).done:
                 self.heartbeat = time.monotonic()
-                room = self.settings.max_batch_size - len(self._carry)
+                room = self.batch_size - len(self._carry)
                 if room > 0 and not paused:
                     self._take(self.consumer.consume(room, 0))
                     continue

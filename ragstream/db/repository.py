@@ -14,27 +14,26 @@ from ragstream import state
 from ragstream.db.models import Base, Document, Job
 from ragstream.state import DocumentStatus
 
-_MAX_BIND_PARAMETERS = 65535
-
 
 def upsert(conn: Connection, model: type[Base], rows: Iterable[Mapping[str, Any]]) -> int:
-    """``INSERT ... ON CONFLICT (pk) DO UPDATE``; of rows sharing a key, the last one wins."""
+    """``INSERT ... ON CONFLICT (pk) DO UPDATE``; of rows sharing a key, the last one wins.
+
+    The rows go as parameters of one compiled statement, which the driver
+    sends in pages of many rows (SQLAlchemy's "insertmanyvalues", within
+    PostgreSQL's limit on bind parameters). Compiling a statement with every
+    row inlined cost 8x as much for a document's 500 chunks.
+    """
     table = model.__table__
     (key,) = [c.name for c in table.primary_key]
     unique = {row[key]: dict(row) for row in rows}
     if not unique:
         return 0
     values = list(unique.values())
-    # PostgreSQL takes at most 65535 bind parameters per statement: a large document's
-    # chunks go in as several statements of the same transaction.
-    per_statement = max(1, _MAX_BIND_PARAMETERS // len(values[0]))
-    has_updated_at = "updated_at" in {c.name for c in table.columns}
-    for start in range(0, len(values), per_statement):
-        stmt = insert(model).values(values[start : start + per_statement])
-        changed: dict[str, Any] = {name: stmt.excluded[name] for name in values[0] if name != key}
-        if has_updated_at:
-            changed["updated_at"] = func.statement_timestamp()
-        conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed))
+    stmt = insert(model)
+    changed: dict[str, Any] = {name: stmt.excluded[name] for name in values[0] if name != key}
+    if "updated_at" in {c.name for c in table.columns}:
+        changed["updated_at"] = func.statement_timestamp()
+    conn.execute(stmt.on_conflict_do_update(index_elements=[key], set_=changed), values)
     return len(unique)
 
 

@@ -8,10 +8,11 @@ from typing import ClassVar
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from ragstream import topology
 from ragstream.consumers.base import Incoming, StageContext, StageOutput
+from ragstream.consumers.chunk import ChunkStage
 from ragstream.consumers.parse import ParseStage
 from ragstream.consumers.runner import StageRunner
 from ragstream.consumers.worker import build_runner
@@ -152,6 +153,13 @@ def test_poison_goes_to_dlq_and_the_partition_keeps_flowing(settings: Settings) 
     assert _committed(settings, "parse") == 4
 
 
+class _BatchedChunk(ChunkStage):
+    """The chunk stage taking several documents per batch, as other stages do."""
+
+    name: ClassVar[str] = "chunk"
+    batch_limit: ClassVar[int | None] = None
+
+
 def test_a_row_the_database_refuses_fails_only_its_message(settings: Settings) -> None:
     """A parsed document whose text PostgreSQL cannot store (NUL) must not stop its batch."""
     import json
@@ -212,7 +220,11 @@ def test_a_row_the_database_refuses_fails_only_its_message(settings: Settings) -
     )
     producer.wait()
 
-    stats = build_runner(settings, "chunk").run(max_messages=3, idle_timeout_s=10)
+    # All three in one batch: the refused row must not take the others with it.
+    ctx = StageContext(settings=settings, engine=engine, codec=make_codec(settings))
+    stats = StageRunner(_BatchedChunk(), settings, engine, ctx).run(
+        max_messages=3, idle_timeout_s=10
+    )
     with engine.connect() as conn:
         status = dict(conn.execute(select(Document.id, Document.status)).all())
         error = conn.execute(
@@ -247,6 +259,7 @@ class _Stubborn(ParseStage):
     """Fails with a retryable error whenever one cursed document is in the batch."""
 
     name: ClassVar[str] = "parse"
+    batch_limit: ClassVar[int | None] = None  # batches of several documents
     cursed: ClassVar[set[object]] = set()
 
     def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
@@ -285,6 +298,7 @@ class _Slow(ParseStage):
     """A parse stage whose first batch outlasts the pause threshold, noting what was carried."""
 
     name: ClassVar[str] = "parse"
+    batch_limit: ClassVar[int | None] = None  # batches of several documents
     runner: ClassVar[StageRunner | None] = None
     meanwhile: ClassVar[Callable[[], None]] = staticmethod(lambda: None)
     carried_during_first: ClassVar[int] = -1
@@ -328,3 +342,38 @@ def test_a_slow_batch_takes_the_next_one_in_hand_while_it_runs(settings: Setting
         statuses = conn.execute(select(Document.status)).scalars().all()
     assert sorted(statuses) == ["parsed"] * 6
     assert _committed(settings, "parse") == 6
+
+
+class _Watching(ChunkStage):
+    """The chunk stage, noting which documents were already chunked when each batch began."""
+
+    name: ClassVar[str] = "chunk"
+    engine: ClassVar[Engine | None] = None
+    seen: ClassVar[list[tuple[int, int]]] = []
+
+    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+        assert self.engine is not None
+        with self.engine.connect() as conn:
+            done = conn.execute(
+                select(func.count()).select_from(Document).where(Document.status == "chunked")
+            ).scalar_one()
+        self.seen.append((len(batch), done))
+        return super().process(batch, ctx)
+
+
+def test_a_document_is_chunked_and_passed_on_before_the_next_is_taken(
+    settings: Settings,
+) -> None:
+    """One document's chunks reach the embed stage without waiting for the others."""
+    settings = settings.model_copy(update={"partitions": 1})
+    submitter = prepare(settings)
+    for name, data in corpus.mixed(3, seed=15):
+        submitter.submit(data, filename=name)
+    assert build_runner(settings, "parse").run(max_messages=3, idle_timeout_s=10).processed == 3
+    engine = make_engine(settings)
+    ctx = StageContext(settings=settings, engine=engine, codec=make_codec(settings))
+    _Watching.engine, _Watching.seen = engine, []
+    stats = StageRunner(_Watching(), settings, engine, ctx).run(max_messages=3, idle_timeout_s=10)
+    assert stats.processed == 3
+    # One document per batch, each begun after the ones before were committed.
+    assert _Watching.seen == [(1, 0), (1, 1), (1, 2)]
