@@ -54,7 +54,15 @@ def prepare(settings: Settings, docs: Sequence[Doc]) -> Prepared:
     budget = token_budget(settings)
     config = ChunkerConfig.from_settings(settings, budget.max_input_tokens)
     started = time.perf_counter()
-    chunks = [[c.text for c in chunk_document(p, config, budget.count_tokens)] for p in parsed]
+    chunks = [
+        [
+            c.text
+            for c in chunk_document(
+                p, config, budget.count_tokens, count_tokens_batch=budget.count_tokens_batch
+            )
+        ]
+        for p in parsed
+    ]
     chunk_s = time.perf_counter() - started
     return Prepared(parsed, chunks, parse_s, chunk_s)
 

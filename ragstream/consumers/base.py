@@ -77,6 +77,8 @@ class Failure:
 @dataclass
 class StageOutput:
     upserts: list[tuple[type[Base], dict[str, Any]]] = field(default_factory=list)
+    # Content-addressed rows: stored only when their key is absent (a present one is the same).
+    inserts: list[tuple[type[Base], dict[str, Any]]] = field(default_factory=list)
     statements: list[Executable] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
     events: list[Outgoing] = field(default_factory=list)
@@ -84,6 +86,7 @@ class StageOutput:
 
     def extend(self, other: StageOutput) -> None:
         self.upserts += other.upserts
+        self.inserts += other.inserts
         self.statements += other.statements
         self.transitions += other.transitions
         self.events += other.events

@@ -30,6 +30,7 @@ class ChunkStage(Stage):
     def setup(self, ctx: StageContext) -> None:
         budget = token_budget(ctx.settings)
         self.count_tokens = budget.count_tokens
+        self.count_tokens_batch = budget.count_tokens_batch
         self.config = ChunkerConfig(
             target_tokens=ctx.settings.chunk_target_tokens,
             overlap_tokens=ctx.settings.chunk_overlap_tokens,
@@ -41,7 +42,9 @@ class ChunkStage(Stage):
         event: DocumentParsed = message.event
         with ctx.engine.connect() as conn:
             parsed = ParsedDocument.from_json(blobs.get(conn, event.text_blob_sha256))
-        chunks = chunk_document(parsed, self.config, self.count_tokens)
+        chunks = chunk_document(
+            parsed, self.config, self.count_tokens, count_tokens_batch=self.count_tokens_batch
+        )
         document_id = uuid.UUID(event.document_id)
         job_id = uuid.UUID(event.job_id)
         chunk_ids = [ids.chunk_id(document_id, CHUNKER_VERSION, c.index) for c in chunks]

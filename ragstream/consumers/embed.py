@@ -12,11 +12,9 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, Executable, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Connection, select
 
 from ragstream import ids, topology
 from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, StageOutput
@@ -56,16 +54,6 @@ def cached_vectors(conn: Connection, keys: Sequence[str]) -> dict[str, list[floa
     return {key: [float(x) for x in vector] for key, vector in rows}
 
 
-def cache_insert(rows: list[dict[str, Any]]) -> Executable:
-    """Store new vectors; a row another worker wrote meanwhile is the same vector, kept.
-
-    Rows go in key order so that two workers inserting overlapping keys lock
-    them in the same order and cannot deadlock.
-    """
-    stmt = insert(EmbeddingCache).values(sorted(rows, key=lambda row: str(row["key"])))
-    return stmt.on_conflict_do_nothing(index_elements=[EmbeddingCache.key])
-
-
 class EmbedStage(Stage):
     name = "embed"
     consumes = ChunkCreated
@@ -94,21 +82,20 @@ class EmbedStage(Stage):
         EMBEDDED_TEXTS.inc(len(missing))
         new = dict(zip(missing, fresh, strict=True))
         if self.use_cache:
-            out.statements.append(
-                cache_insert(
-                    [
-                        {
-                            "key": key,
-                            "model": model,
-                            "model_version": version,
-                            "text_sha256": hashlib.sha256(by_key[key].encode()).hexdigest(),
-                            "dimensions": len(vector),
-                            "embedding": vector,
-                        }
-                        for key, vector in new.items()
-                    ]
+            out.inserts += [
+                (
+                    EmbeddingCache,
+                    {
+                        "key": key,
+                        "model": model,
+                        "model_version": version,
+                        "text_sha256": hashlib.sha256(by_key[key].encode()).hexdigest(),
+                        "dimensions": len(vector),
+                        "embedding": vector,
+                    },
                 )
-            )
+                for key, vector in new.items()
+            ]
         return {**found, **new}
 
     def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:

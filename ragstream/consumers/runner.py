@@ -525,13 +525,12 @@ class StageRunner:
 
     def _commit(self, out: StageOutput) -> None:
         failed_docs = {f.message.document_id for f in out.failures}
-        by_model: dict[type[Any], list[dict[str, Any]]] = {}
-        for model, row in out.upserts:
-            by_model.setdefault(model, []).append(row)
         with self.engine.begin() as conn:
             for statement in out.statements:
                 conn.execute(statement)
-            for model, rows in by_model.items():
+            for model, rows in _by_model(out.inserts).items():
+                repository.insert_absent(conn, model, rows)
+            for model, rows in _by_model(out.upserts).items():
                 repository.upsert(conn, model, rows)
             for t in out.transitions:
                 if t.document_id not in failed_docs:
@@ -635,6 +634,15 @@ class StageRunner:
         finally:
             self.consumer.resume(self.consumer.assignment())
         return False
+
+
+def _by_model(
+    rows: list[tuple[type[Any], dict[str, Any]]],
+) -> dict[type[Any], list[dict[str, Any]]]:
+    grouped: dict[type[Any], list[dict[str, Any]]] = {}
+    for model, row in rows:
+        grouped.setdefault(model, []).append(row)
+    return grouped
 
 
 def _document(m: Incoming) -> str | None:

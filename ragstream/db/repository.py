@@ -37,6 +37,19 @@ def upsert(conn: Connection, model: type[Base], rows: Iterable[Mapping[str, Any]
     return len(unique)
 
 
+def insert_absent(conn: Connection, model: type[Base], rows: Iterable[Mapping[str, Any]]) -> None:
+    """``INSERT ... ON CONFLICT (pk) DO NOTHING`` for rows whose key says what they hold.
+
+    Rows go in key order, so that two workers inserting overlapping keys lock
+    them in the same order and cannot deadlock.
+    """
+    table = model.__table__
+    (key,) = [c.name for c in table.primary_key]
+    values = sorted({row[key]: dict(row) for row in rows}.values(), key=lambda row: str(row[key]))
+    if values:
+        conn.execute(insert(model).on_conflict_do_nothing(index_elements=[key]), values)
+
+
 @dataclass(frozen=True)
 class Transition:
     """Move a document (of a given job) to ``status``; ``fields`` are set along with it."""
