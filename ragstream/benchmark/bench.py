@@ -24,13 +24,21 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ragstream.benchmark import corpus, limits, peer
 from ragstream.benchmark.report import build_report
 from ragstream.benchmark.runs import Ingest, Session, metrics_delta, percentiles, stage_figures
-from ragstream.benchmark.stack import BenchDatabases, StageMetrics, Workers, database_now
+from ragstream.benchmark.stack import (
+    BenchDatabases,
+    CpuMeter,
+    StageMetrics,
+    Workers,
+    database_now,
+    stack_processes,
+)
 from ragstream.settings import EmbedderName, Settings
 from ragstream.state import DocumentStatus
 
@@ -215,7 +223,8 @@ def _pipeline(
     try:
         with workers.running():
             before = workers.metrics()
-            ingest, _ = session.ingest(docs, timeout_s=options.timeout_s)
+            with CpuMeter(partial(stack_processes, settings, workers)) as cpu:
+                ingest, _ = session.ingest(docs, timeout_s=options.timeout_s)
             metrics = metrics_delta(workers.metrics(), before)
             log(
                 f"  {ingest.complete}/{ingest.documents} complete, {ingest.chunks} chunks "
@@ -233,6 +242,8 @@ def _pipeline(
                 "latency_s": percentiles(ingest.latencies_s),
                 "stages": stage_figures(metrics, ingest.wall_s),
                 "embedded_texts": int(metrics.get("embed", StageMetrics()).embedded_texts),
+                "cpu_core_s": cpu.core_s,
+                "cpu_capacity_core_s": cpu.capacity_core_s,
                 "errors": ingest.errors,
             }
             phases.note_load(f"pipeline-{label}")

@@ -155,6 +155,11 @@ def build_report(phases: Phases, batch_size: int) -> dict[str, Any]:
         "peak_rss_mb": peak,
         "parse_sandbox_peak_rss_mb": main["parse_sandbox_peak_rss_mb"],
         "stages": run["stages"],
+        # Of the machine's cores x the main run's wall time, the share each part used.
+        "cpu_share": {
+            part: _ratio(seconds, run["cpu_capacity_core_s"])
+            for part, seconds in run["cpu_core_s"].items()
+        },
         "stage_limits_chunks_per_s": stage_limits,
         "limits": phases.limits,
         "scaling": scaling,
@@ -244,6 +249,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"{_fmt(lat10['p50'])} / {_fmt(lat10['p95'])} / {_fmt(lat10['p99'])}",
         ),
     ]
+    rows.append(
+        (
+            "CPU during the run, % of cores x wall",
+            ", ".join(f"{part} {100 * (share or 0):.0f}" for part, share in r["cpu_share"].items()),
+        )
+    )
     rows += [
         (f"scaling x{k}: chunks/s (speed-up)", f"{_fmt(s['chunks_per_s'])} ({_fmt(s['speedup'])})")
         for k, s in r["scaling"].items()

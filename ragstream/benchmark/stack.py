@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,6 +280,86 @@ class Workers:
             yield self
         finally:
             self.stop()
+
+
+class CpuMeter:
+    """Core-seconds each part of the machine used over a window: where the cores went.
+
+    The model limit runs alone; the pipeline shares the same cores with its
+    other stages, PostgreSQL and the broker (and, on a shared machine, whatever
+    else runs there). Each part is the user + system time of its processes,
+    with the children they reaped (parser sandboxes, PostgreSQL backends);
+    ``other`` is the rest of the machine's busy time, ``idle`` what was left.
+    """
+
+    def __init__(self, parts: Callable[[], dict[str, list[int]]]) -> None:
+        self._parts = parts
+        self._start: dict[int, tuple[str, float]] = {}
+        self._machine = 0.0
+        self._began = 0.0
+
+    def __enter__(self) -> CpuMeter:
+        self._start, self._machine, self._began = self._read(), _machine_busy(), time.monotonic()
+        self.core_s: dict[str, float] = {}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.monotonic() - self._began
+        end, busy = self._read(), _machine_busy() - self._machine
+        used: dict[str, float] = defaultdict(float)
+        for pid, (part, seconds) in end.items():
+            used[part] += max(0.0, seconds - self._start.get(pid, (part, 0.0))[1])
+        capacity = wall * (psutil.cpu_count() or 1)
+        used["other"] = max(0.0, busy - sum(used.values()))
+        used["idle"] = max(0.0, capacity - busy)
+        self.core_s = {part: round(seconds, 2) for part, seconds in used.items()}
+        self.capacity_core_s = round(capacity, 2)
+
+    def _read(self) -> dict[int, tuple[str, float]]:
+        seen: dict[int, tuple[str, float]] = {}
+        for part, pids in self._parts().items():
+            for pid in pids:
+                with contextlib.suppress(psutil.Error):
+                    t = psutil.Process(pid).cpu_times()
+                    seen[pid] = (part, t.user + t.system + t.children_user + t.children_system)
+        return seen
+
+
+def stack_processes(settings: Settings, workers: Workers) -> dict[str, list[int]]:
+    """The processes of a running bench stack, by part: stages, postgres, kafka, bench."""
+    parts: dict[str, list[int]] = defaultdict(list)
+    for worker in workers.workers:
+        parts[worker.stage].append(worker.pid)
+    ports = {
+        "postgres": make_url(settings.db_url).port,
+        "kafka": int(settings.bootstrap.split(",")[0].rsplit(":", 1)[1]),
+    }
+    for part, port in ports.items():
+        pid = _listener(port) if port else None
+        if pid is None:
+            continue
+        parts[part].append(pid)
+        with contextlib.suppress(psutil.Error):
+            parts[part] += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    parts["bench"].append(os.getpid())
+    if workers._proc is not None:
+        parts["bench"].append(workers._proc.pid)  # the supervisor
+    return dict(parts)
+
+
+def _machine_busy() -> float:
+    t = psutil.cpu_times()
+    idle = float(t.idle) + float(getattr(t, "iowait", 0.0)) + float(getattr(t, "guest", 0.0))
+    return float(sum(t)) - idle
+
+
+def _listener(port: int) -> int | None:
+    """The process listening on ``port`` on this machine."""
+    with contextlib.suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+                return int(conn.pid)
+    return None
 
 
 def _listening_port(pid: int) -> int | None:

@@ -101,6 +101,13 @@ def test_smoke_bench_report_is_complete_and_consistent(settings: Settings, tmp_p
     assert sum(s["time_share"] for s in report["stages"].values()) == pytest.approx(1, abs=0.01)
     assert report["stages"]["embed"]["messages"] == report["chunks"]
 
+    # Where the cores went: every stage, the database and the broker worked; with
+    # what was idle and what others used, the shares cover the machine.
+    cpu = report["cpu_share"]
+    assert STAGES | {"postgres", "kafka", "bench", "other", "idle"} <= set(cpu)
+    assert all(cpu[part] > 0 for part in (*STAGES, "postgres", "kafka"))
+    assert sum(cpu.values()) == pytest.approx(1, abs=0.1)
+
     # Re-ingest: one document edited, only its changed chunks embedded.
     reingest = report["reingest"]
     assert reingest["edited_documents"] == 1 and reingest["complete"] == 1
