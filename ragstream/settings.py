@@ -72,10 +72,11 @@ class Settings(BaseSettings):
     )
     session_timeout_s: int = Field(30, ge=6, description="Kafka session.timeout.ms, in seconds.")
     fetch_wait_max_ms: int = Field(
-        50,
+        500,
         ge=0,
-        description="Kafka fetch.wait.max.ms: how long the broker holds an empty fetch. Short "
-        "keeps a document's latency low when partitions resume after a batch.",
+        description="Kafka fetch.wait.max.ms: how long the broker holds a fetch with nothing "
+        "new (new data answers it at once). Short costs the broker CPU for every idle "
+        "consumer: 50 ms took it from 3% to 7% of a core with five.",
     )
     consumer_stall_s: float = Field(
         30.0,

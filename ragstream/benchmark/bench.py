@@ -404,16 +404,19 @@ def _fanout(databases: BenchDatabases, work: Path, phases: Phases, log: Log) -> 
         try:
             with workers.running():
                 for doc in docs:
-                    started = time.perf_counter()
                     (document_id,) = session.submit([doc])
                     states = session.wait(
                         [document_id],
                         timeout_s=options.memory_timeout_s,
                         until=DocumentStatus.PARSED,
+                        poll_s=0.1,
                     )
                     state = states.get(document_id)
                     ok = state is not None and state.status != DocumentStatus.FAILED
-                    seconds[k].append(round(time.perf_counter() - started, 2) if ok else None)
+                    took = session.seconds_between(
+                        document_id, DocumentStatus.UPLOADED, DocumentStatus.PARSED
+                    )
+                    seconds[k].append(round(took, 3) if ok and took is not None else None)
                 log(f"fan-out: {docs[0].name}, {k} parse worker(s), upload to parsed: {seconds[k]}")
         finally:
             session.close()

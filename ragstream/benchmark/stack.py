@@ -211,16 +211,20 @@ class Workers:
             return False
 
     def _sample_sandbox(self) -> None:
-        """The parse workers' sandbox processes come and go too fast for VmHWM: sample them."""
+        """The parse workers' sandbox processes come and go: read their peaks while they live.
+
+        Straight from /proc (a few small reads per sample): scanning every
+        process of the machine ten times a second would take CPU from the
+        pipeline being measured.
+        """
         while not self._sampling.wait(0.1):
             for worker in self.workers:
                 if worker.stage != "parse":
                     continue
-                with contextlib.suppress(psutil.Error):
-                    for child in psutil.Process(worker.pid).children(recursive=True):
-                        with contextlib.suppress(psutil.Error):
-                            rss = child.memory_info().rss / MiB
-                            self.sandbox_peak_mb = max(self.sandbox_peak_mb, rss)
+                for pid in _descendants(worker.pid):
+                    peak = _vm_hwm_mb(pid)
+                    if peak is not None:
+                        self.sandbox_peak_mb = max(self.sandbox_peak_mb, peak)
 
     def metrics(self) -> dict[str, StageMetrics]:
         """Counters summed over the workers of each stage (they only grow)."""
@@ -368,6 +372,20 @@ def _listening_port(pid: int) -> int | None:
             if conn.status == psutil.CONN_LISTEN:
                 return int(conn.laddr.port)
     return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Children, grandchildren... of ``pid``, from the kernel's per-thread child lists."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                kids = [int(k) for k in task.read_text().split()]
+                found += kids
+                todo += kids
+    return found
 
 
 def _vm_hwm_mb(pid: int) -> float | None:
