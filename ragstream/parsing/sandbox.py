@@ -170,6 +170,24 @@ def _run(
     return _decode(received, timeout_s, memory_mb, time.monotonic() - started)
 
 
+def _probe(port: int, timeout_s: float = 30.0) -> dict[str, str]:
+    """Test and diagnosis only: what a parser child sees (:func:`confine.observe`),
+    forked like one and in its place, of this process and of 127.0.0.1:``port``."""
+    ours, theirs = socket.socketpair()
+    with ours:
+        try:
+            _ForkServer.get().submit(theirs, timeout_s, {"worker_pid": os.getpid(), "port": port})
+        finally:
+            theirs.close()
+        received = _receive(ours, time.monotonic() + timeout_s, timeout_s, None)
+    assert isinstance(received, bytearray)  # nothing is spooled without spool_above
+    status, body, verdict = _split(received)
+    if status != b"OK":
+        raise RetryableError(f"parse: the sandbox probe failed ({verdict.decode() or 'no reply'})")
+    facts: dict[str, str] = json.loads(body.tobytes())
+    return facts
+
+
 def _send(conn: socket.socket, header: bytes, data: bytes | ByteSource, deadline: float) -> None:
     try:
         conn.settimeout(max(0.001, deadline - time.monotonic()))
@@ -395,9 +413,14 @@ class _ForkServer:
                 cls._current.close()
                 cls._current = None
 
-    def submit(self, conn: socket.socket, timeout_s: float) -> None:
+    def submit(
+        self, conn: socket.socket, timeout_s: float, probe: dict[str, int] | None = None
+    ) -> None:
         """Hand one end of a request socket to the fork server."""
-        message = json.dumps({"timeout_s": timeout_s}).encode("utf-8")
+        request: dict[str, object] = {"timeout_s": timeout_s}
+        if probe is not None:
+            request["probe"] = probe
+        message = json.dumps(request).encode("utf-8")
         try:
             with self._lock:
                 socket.send_fds(self._control, [message], [conn.fileno()])

@@ -95,14 +95,16 @@ def _accept(control: socket.socket, children: dict[int, _Child], private: tuple[
     if not fds:
         return True  # nothing to answer on
     conn = socket.socket(fileno=fds[0])
-    timeout_s = float(json.loads(message)["timeout_s"])
+    request = json.loads(message)
+    timeout_s = float(request["timeout_s"])
+    probe = request.get("probe")
     try:
         pid = os.fork()
     except OSError:
         _finish(conn, b"forkfail", 0)
         return True
     if pid == 0:
-        _become_child(conn, control, children, private, timeout_s)
+        _become_child(conn, control, children, private, timeout_s, probe)
     children[pid] = _Child(conn, time.monotonic() + timeout_s)
     return True
 
@@ -113,6 +115,7 @@ def _become_child(
     children: dict[int, _Child],
     private: tuple[int, int],
     timeout_s: float,
+    probe: dict[str, int] | None = None,
 ) -> None:
     """In the forked child: shed the fork server's state, serve, and never return."""
     status = 1
@@ -126,9 +129,12 @@ def _become_child(
             os.close(fd)
         # Should the fork server die, the child still ends near its deadline.
         signal.alarm(int(timeout_s) + 1 + _GRACE_S)
-        from ragstream.parsing.child import serve
+        if probe is not None:
+            _observe(conn, probe)
+        else:
+            from ragstream.parsing.child import serve
 
-        serve(conn)
+            serve(conn)
         status = 0
     except BaseException:
         import traceback
@@ -138,6 +144,14 @@ def _become_child(
         with contextlib.suppress(BaseException):
             sys.stderr.flush()
         os._exit(status)
+
+
+def _observe(conn: socket.socket, probe: dict[str, int]) -> None:
+    """Test and diagnosis only: reply what this child can reach, in place of a parse."""
+    from ragstream.parsing.confine import observe
+
+    body = json.dumps(observe(int(probe["worker_pid"]), int(probe["port"]))).encode("utf-8")
+    conn.sendall(b"OK %d\n" % len(body) + body)
 
 
 def _reap(children: dict[int, _Child]) -> None:
