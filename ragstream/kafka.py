@@ -17,6 +17,8 @@ from ragstream.settings import Settings
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Every producer's: a write counts once every in-sync replica has it (``acks=all``, and
+    topics refuse it below ``min.insync.replicas``), retried without duplicates."""
     return {
         "bootstrap.servers": settings.bootstrap,
         "enable.idempotence": True,
@@ -61,7 +63,10 @@ def create_topics(settings: Settings, topics: list[str] | None = None) -> list[s
             name,
             num_partitions=settings.partitions,
             replication_factor=settings.replication_factor,
-            config=topology.TOPIC_CONFIG,
+            config={
+                **topology.TOPIC_CONFIG,
+                "min.insync.replicas": str(settings.min_insync_replicas),
+            },
         )
         for name in names
     ]

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EmbedderName = Literal["hash", "minilm", "openai"]
@@ -49,7 +49,26 @@ class Settings(BaseSettings):
     # --- topics -----------------------------------------------------------
     topic_prefix: str = Field("", description="Prefix for every topic name (e.g. 'tenant1.').")
     partitions: int = Field(6, ge=1, description="Partitions per stage topic when creating topics.")
-    replication_factor: int = Field(1, ge=1, description="Replication factor for created topics.")
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        description="Replication factor for created topics; unset: 3 with three or more "
+        "devstack brokers, else 1.",
+    )
+    min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="min.insync.replicas of created topics: an acks=all write is refused "
+        "(NOT_ENOUGH_REPLICAS) while fewer replicas are in sync; unset: 2 with a replication "
+        "factor of 3 or more, else 1.",
+    )
+    devstack_brokers: int = Field(
+        1,
+        ge=1,
+        description="Kafka brokers of the devstack: 1 runs one KRaft node (broker and "
+        "controller); more runs a KRaft controller and this many brokers, topics (internal "
+        "ones too) replicated 3 ways with 2 in sync.",
+    )
 
     # --- identity ---------------------------------------------------------
     tenant: str = Field("default", description="Tenant used by the CLI when submitting documents.")
@@ -260,6 +279,22 @@ class Settings(BaseSettings):
         description="OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces); "
         "unset exports no traces.",
     )
+
+    @model_validator(mode="after")
+    def _replication_from_brokers(self) -> Settings:
+        """Unset replication settings follow the broker count (not marked as set: a copy
+        with another broker count recomputes them, see ``devstack.with_brokers``)."""
+        if "replication_factor" not in self.model_fields_set:
+            object.__setattr__(self, "replication_factor", min(3, self.devstack_brokers))
+        if "min_insync_replicas" not in self.model_fields_set:
+            min_isr = 2 if self.replication_factor >= 3 else 1
+            object.__setattr__(self, "min_insync_replicas", min_isr)
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"min_insync_replicas={self.min_insync_replicas} exceeds "
+                f"replication_factor={self.replication_factor}: no write could ever succeed"
+            )
+        return self
 
     @cached_property
     def state_file(self) -> Path:

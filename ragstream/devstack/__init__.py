@@ -3,6 +3,11 @@
 ``Devstack.up()`` writes the addresses it started to ``DATA_DIR/devstack.json``;
 :func:`resolve_addresses` gives every command the addresses to use: the
 environment's when set, otherwise the devstack's.
+
+``RAGSTREAM_DEVSTACK_BROKERS=3`` (``ragstream up --brokers 3``) runs Kafka as a
+KRaft controller and three brokers instead of one node (``cluster.py``); the
+state file remembers the count, so later commands find the same Kafka and
+create topics replicated 3 ways with 2 in sync.
 """
 
 from __future__ import annotations
@@ -11,30 +16,47 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ragstream.devstack.cluster import KafkaCluster
 from ragstream.devstack.kafka import DevstackError, LocalKafka
 from ragstream.devstack.postgres import LocalPostgres
 from ragstream.settings import Settings
 
-__all__ = ["Addresses", "Devstack", "DevstackError", "resolve_addresses"]
+__all__ = [
+    "Addresses",
+    "Devstack",
+    "DevstackError",
+    "KafkaCluster",
+    "LocalKafka",
+    "resolve_addresses",
+    "with_brokers",
+]
 
 
 @dataclass(frozen=True)
 class Addresses:
     kafka_bootstrap: str
     database_url: str
+    kafka_brokers: int = 1
 
 
 class Devstack:
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.kafka = LocalKafka(settings.data_dir, settings.cache_dir)
+        self.settings = settings = _with_saved_brokers(settings)
+        self.brokers = settings.devstack_brokers
+        self.kafka: LocalKafka | KafkaCluster = (
+            LocalKafka(settings.data_dir, settings.cache_dir)
+            if self.brokers == 1
+            else KafkaCluster(settings.data_dir, settings.cache_dir, self.brokers)
+        )
         self.postgres = LocalPostgres(settings.data_dir)
 
     def up(self) -> Addresses:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         database_url = self.postgres.start()
         bootstrap = self.kafka.start()
-        addresses = Addresses(kafka_bootstrap=bootstrap, database_url=database_url)
+        addresses = Addresses(
+            kafka_bootstrap=bootstrap, database_url=database_url, kafka_brokers=self.brokers
+        )
         self.settings.state_file.write_text(json.dumps(asdict(addresses), indent=2))
         return addresses
 
@@ -73,9 +95,30 @@ def resolve_addresses(settings: Settings) -> Settings:
             "no Kafka/PostgreSQL address: set RAGSTREAM_KAFKA_BOOTSTRAP and "
             "RAGSTREAM_DATABASE_URL, or start the local stack with `ragstream devstack up`"
         ) from None
-    return settings.model_copy(
+    return _with_saved_brokers(settings, saved).model_copy(
         update={
             "kafka_bootstrap": settings.kafka_bootstrap or saved["kafka_bootstrap"],
             "database_url": settings.database_url or saved["database_url"],
         }
     )
+
+
+def with_brokers(settings: Settings, brokers: int) -> Settings:
+    """``settings`` for a Kafka of ``brokers`` brokers: replication settings not set
+    explicitly follow the new count (RF 3 and min ISR 2 from three brokers on)."""
+    data = settings.model_dump(include=settings.model_fields_set)
+    data["devstack_brokers"] = brokers
+    return Settings.model_validate(data)
+
+
+def _with_saved_brokers(settings: Settings, saved: dict[str, Any] | None = None) -> Settings:
+    """The broker count of the devstack in DATA_DIR, unless the settings name one."""
+    if "devstack_brokers" in settings.model_fields_set:
+        return settings
+    if saved is None:
+        try:
+            saved = json.loads(settings.state_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return settings
+    brokers = int(saved.get("kafka_brokers", 1))
+    return settings if brokers == settings.devstack_brokers else with_brokers(settings, brokers)

@@ -3,7 +3,8 @@
 The broker's jars come from Maven Central (``pom.xml`` beside this file) into a
 cache; the broker runs in KRaft combined mode (one node, broker + controller) on
 a loopback port that is kept with its data, so a restart comes back at the
-same address with the same topics.
+same address with the same topics. ``cluster.py`` runs several brokers with
+the same pieces.
 """
 
 from __future__ import annotations
@@ -49,44 +50,137 @@ class KafkaStatus:
     pid: int | None
 
 
-class LocalKafka:
+class KafkaProcess:
+    """One Kafka JVM under ``home``: its config, data, pid file and log; jars under ``libs``."""
+
+    def __init__(self, home: Path, libs: Path, version: str, heap: str = "512m") -> None:
+        self.home = home
+        self.libs = libs
+        self.version = version
+        self.heap = heap
+        self.log_dir = home / "data"
+        self.config = home / "server.properties"
+        self.pid_file = home / "kafka.pid"
+        self.log_file = home / "kafka.log"
+
+    def write_config(self, lines: list[str]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.config.write_text("\n".join([*lines, ""]))
+        (self.home / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
+
+    def _java(self, *args: str) -> list[str]:
+        return [
+            "java",
+            "-Xms128m",
+            f"-Xmx{self.heap}",
+            "-XX:+UseG1GC",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp",
+            f"{self.libs}/*",
+            *args,
+        ]
+
+    def format_storage(self, cluster_id: str | None = None) -> None:
+        """Format the log directory once (a KRaft node refuses to start unformatted)."""
+        if (self.log_dir / "meta.properties").exists():
+            return
+        cluster_id = cluster_id or new_cluster_id()
+        result = subprocess.run(
+            self._java(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config)
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise DevstackError(f"kafka storage format failed: {result.stdout}{result.stderr}")
+
+    def launch(self) -> int:
+        """Start the JVM in its own session (it outlives this process); returns its pid."""
+        with open(self.home / "kafka.stdout", "ab") as out:
+            proc = subprocess.Popen(
+                self._java("kafka.Kafka", str(self.config)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        return proc.pid
+
+    def pid(self) -> int | None:
+        return read_pid(self.pid_file)
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        pid = self.pid()
+        if pid is not None:
+            terminate(pid, timeout_s=timeout_s)
+        self.pid_file.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; data stays for a restart."""
+        pid = self.pid()
+        if pid is not None:
+            terminate(pid, timeout_s=10, kill=True)
+        self.pid_file.unlink(missing_ok=True)
+
+    def running_version(self, pid: int | None) -> str | None:
+        """The version of the kafka jar on the running broker's class path."""
+        if pid is None:
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        for i, arg in enumerate(cmdline):
+            if arg == b"-cp" and i + 1 < len(cmdline):
+                libs = Path(cmdline[i + 1].decode().rstrip("*"))
+                for jar in libs.glob("kafka_2.13-*.jar"):
+                    return jar.stem.removeprefix("kafka_2.13-")
+        return None
+
+
+def new_cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def ensure_jars(libs: Path, version: str) -> Path:
+    """Fetch the broker's jars with Maven once; later starts use the cache."""
+    marker = libs / f"kafka_2.13-{version}.jar"
+    if marker.exists():
+        return libs
+    _require("java", "Java 17+ (e.g. `apt-get install openjdk-17-jre-headless`)")
+    _require("mvn", "Apache Maven (e.g. `apt-get install maven`)")
+    libs.mkdir(parents=True, exist_ok=True)
+    pom = resources.files("ragstream.devstack").joinpath("pom.xml")
+    with resources.as_file(pom) as pom_path:
+        cmd = [
+            "mvn", "-q", "-B", "-f", str(pom_path),
+            f"-Dkafka.version={version}",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ]  # fmt: skip
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0 or not marker.exists():
+        raise DevstackError(
+            "could not fetch Apache Kafka jars with Maven:\n"
+            f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+    return libs
+
+
+class LocalKafka(KafkaProcess):
     """One KRaft node under ``data_dir/kafka``, jars under ``cache_dir/kafka/<version>``."""
 
     def __init__(self, data_dir: Path, cache_dir: Path, version: str = KAFKA_VERSION) -> None:
-        self.home = data_dir / "kafka"
-        self.version = version
-        self.libs = cache_dir / "kafka" / version / "libs"
-        self.log_dir = self.home / "data"
-        self.config = self.home / "server.properties"
-        self.pid_file = self.home / "kafka.pid"
+        super().__init__(data_dir / "kafka", cache_dir / "kafka" / version / "libs", version)
         self.ports_file = self.home / "ports.json"
-        self.log_file = self.home / "kafka.log"
 
     # --- set-up ---------------------------------------------------------
     def ensure_jars(self) -> Path:
-        """Fetch the broker's jars with Maven once; later starts use the cache."""
-        marker = self.libs / f"kafka_2.13-{self.version}.jar"
-        if marker.exists():
-            return self.libs
-        _require("java", "Java 17+ (e.g. `apt-get install openjdk-17-jre-headless`)")
-        _require("mvn", "Apache Maven (e.g. `apt-get install maven`)")
-        self.libs.mkdir(parents=True, exist_ok=True)
-        pom = resources.files("ragstream.devstack").joinpath("pom.xml")
-        with resources.as_file(pom) as pom_path:
-            cmd = [
-                "mvn", "-q", "-B", "-f", str(pom_path),
-                f"-Dkafka.version={self.version}",
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={self.libs}",
-                "-DincludeScope=runtime",
-            ]  # fmt: skip
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode != 0 or not marker.exists():
-            raise DevstackError(
-                "could not fetch Apache Kafka jars with Maven:\n"
-                f"{result.stdout[-2000:]}{result.stderr[-2000:]}"
-            )
-        return self.libs
+        return ensure_jars(self.libs, self.version)
 
     def _ports(self) -> tuple[int, int]:
         if self.ports_file.exists():
@@ -99,68 +193,34 @@ class LocalKafka:
 
     def _write_config(self) -> None:
         broker, controller = self._ports()
-        self.config.write_text(
-            "\n".join(
-                [
-                    "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{controller}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker}",
-                    "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                    "inter.broker.listener.name=PLAINTEXT",
-                    f"log.dirs={self.log_dir}",
-                    "num.partitions=1",
-                    "offsets.topic.replication.factor=1",
-                    "offsets.topic.num.partitions=10",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
-                    "group.initial.rebalance.delay.ms=0",
-                    "auto.create.topics.enable=false",
-                    "log.retention.hours=-1",
-                    "",
-                ]
-            )
+        self.write_config(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{controller}",
+                f"listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{broker}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={self.log_dir}",
+                "num.partitions=1",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=10",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+                "log.retention.hours=-1",
+            ]
         )
-        (self.home / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
-
-    def _java(self, *args: str) -> list[str]:
-        return [
-            "java",
-            "-Xms128m",
-            "-Xmx512m",
-            "-XX:+UseG1GC",
-            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-            "-cp",
-            f"{self.libs}/*",
-            *args,
-        ]
-
-    def _format_storage(self) -> None:
-        if (self.log_dir / "meta.properties").exists():
-            return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        result = subprocess.run(
-            self._java(
-                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config)
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise DevstackError(f"kafka storage format failed: {result.stdout}{result.stderr}")
 
     # --- lifecycle ------------------------------------------------------
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self._ports()[0]}"
-
-    def pid(self) -> int | None:
-        return read_pid(self.pid_file)
 
     def start(self, timeout_s: float = 90.0) -> str:
         """Start (or find running) and wait until the broker answers; returns bootstrap."""
@@ -170,20 +230,12 @@ class LocalKafka:
         self.ensure_jars()
         self.home.mkdir(parents=True, exist_ok=True)
         self._write_config()
-        self._format_storage()
+        self.format_storage()
         broker, controller = self._ports()
         for port in (broker, controller):
             if port_open(port):
                 raise DevstackError(f"port {port} kept for Kafka is taken by another process")
-        with open(self.home / "kafka.stdout", "ab") as out:
-            proc = subprocess.Popen(
-                self._java("kafka.Kafka", str(self.config)),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.pid_file.write_text(str(proc.pid))
+        self.launch()
         self.wait_ready(timeout_s)
         return self.bootstrap
 
@@ -207,19 +259,6 @@ class LocalKafka:
                 time.sleep(0.3)
         raise DevstackError(f"Kafka not ready after {timeout_s:.0f}s ({last}); see {self.log_file}")
 
-    def stop(self, timeout_s: float = 60.0) -> None:
-        pid = self.pid()
-        if pid is not None:
-            terminate(pid, timeout_s=timeout_s)
-        self.pid_file.unlink(missing_ok=True)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash would; data stays for a restart."""
-        pid = self.pid()
-        if pid is not None:
-            terminate(pid, timeout_s=10, kill=True)
-        self.pid_file.unlink(missing_ok=True)
-
     def status(self) -> KafkaStatus:
         pid = self.pid()
         running = pid is not None and port_open(self._ports()[0])
@@ -230,21 +269,6 @@ class LocalKafka:
             mode="KRaft (broker+controller)",
             pid=pid,
         )
-
-    def running_version(self, pid: int | None) -> str | None:
-        """The version of the kafka jar on the running broker's class path."""
-        if pid is None:
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return None
-        for i, arg in enumerate(cmdline):
-            if arg == b"-cp" and i + 1 < len(cmdline):
-                libs = Path(cmdline[i + 1].decode().rstrip("*"))
-                for jar in libs.glob("kafka_2.13-*.jar"):
-                    return jar.stem.removeprefix("kafka_2.13-")
-        return None
 
 
 def _require(tool: str, what: str) -> None:
