@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ragstream.devstack import Devstack, DevstackError, resolve_addresses
+from ragstream.devstack import Devstack, DevstackError, resolve_addresses, with_brokers
 from ragstream.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,10 +54,21 @@ def _stage_counts(values: list[str]) -> dict[str, int]:
     return counts
 
 
+BrokersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--brokers",
+        min=1,
+        help="Kafka brokers: 1 (one KRaft node) or e.g. 3 (a controller and three brokers, "
+        "topics replicated 3 ways, 2 in sync); default RAGSTREAM_DEVSTACK_BROKERS, else 1.",
+    ),
+]
+
+
 @devstack_app.command("up")
-def devstack_up() -> None:
+def devstack_up(brokers: BrokersOption = None) -> None:
     """Start Apache Kafka (KRaft) and PostgreSQL + pgvector locally."""
-    settings = _settings()
+    settings = _settings() if brokers is None else with_brokers(_settings(), brokers)
     started = time.monotonic()
     try:
         addresses = Devstack(settings).up()
@@ -178,6 +189,7 @@ def up(
         typer.Option(help="Embed workers (0: as many as --workers); they share the cores."),
     ] = 0,
     timeout: Annotated[float, typer.Option(help="With --ingest: seconds to wait.")] = 600,
+    brokers: BrokersOption = None,
 ) -> None:
     """Start everything: the devstack (unless addresses are set), schema, topics, workers."""
     import os
@@ -187,6 +199,8 @@ def up(
     from ragstream.supervisor import start_background
 
     base = _settings().model_copy(update={"embedder": embedder})
+    if brokers is not None:
+        base = with_brokers(base, brokers)
     if base.kafka_bootstrap is None or base.database_url is None:
         console.print("starting the devstack (Apache Kafka + PostgreSQL)...")
         try:
@@ -202,6 +216,8 @@ def up(
         "RAGSTREAM_KAFKA_BOOTSTRAP": settings.bootstrap,
         "RAGSTREAM_DATABASE_URL": settings.db_url,
         "RAGSTREAM_DATA_DIR": str(settings.data_dir),
+        "RAGSTREAM_REPLICATION_FACTOR": str(settings.replication_factor),
+        "RAGSTREAM_MIN_INSYNC_REPLICAS": str(settings.min_insync_replicas),
     }
     os.environ.update(env)
     roles = [name for name in UP_ROLES if name in _commands()]
