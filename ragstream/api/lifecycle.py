@@ -18,8 +18,16 @@ from ragstream import ids, state, topology
 from ragstream.api.services import Services
 from ragstream.consumers.chunk import chunk_created
 from ragstream.consumers.parse import parsed_event
-from ragstream.db import repository
-from ragstream.db.models import Blob, ChunkBuffer, Document, Job, ParseBuffer, VectorBuffer
+from ragstream.db import blobs, repository
+from ragstream.db.models import (
+    ChunkBuffer,
+    Document,
+    DocumentPart,
+    Job,
+    LlamaParseJob,
+    ParseBuffer,
+    VectorBuffer,
+)
 from ragstream.producers.producer import document_spread
 from ragstream.schemas.events import Event, utc_now
 from ragstream.state import DocumentStatus, Stage
@@ -222,28 +230,29 @@ def delete_document(services: Services, tenant: str, document_id: uuid.UUID) -> 
             .select_from(VectorBuffer)
             .where(VectorBuffer.document_id == document_id)
         ).scalar_one()
-        texts = set(
-            conn.execute(
-                select(ParseBuffer.text_blob_sha256).where(ParseBuffer.document_id == document_id)
-            ).scalars()
-        )
-        upload_sha = document.sha256
+        # Every blob the document refers to, locked before its references go: an upload
+        # of the same bytes (another tenant's document) holding one commits its own
+        # reference first, or waits for this delete and stores the bytes again.
+        candidates = {document.sha256} | _blob_references(conn, document_id)
+        locked = blobs.lock_for_delete(conn, candidates)
         conn.execute(delete(Document).where(Document.id == document_id))
-        still_used = set(
-            conn.execute(select(Document.sha256).where(Document.sha256 == upload_sha)).scalars()
-        ) | set(
-            conn.execute(
-                select(ParseBuffer.text_blob_sha256).where(
-                    ParseBuffer.text_blob_sha256.in_(texts | {upload_sha})
-                )
-            ).scalars()
-        )
-        unused = ({upload_sha} | texts) - still_used
-        if unused:
-            conn.execute(delete(Blob).where(Blob.sha256.in_(unused)))
+        blobs.delete_unreferenced(conn, locked)
     _tombstones(services, document_id, chunks)
     log.info("deleted", document_id=str(document_id), chunks=len(chunks), vectors=vectors)
     return Deleted(chunks=len(chunks), vectors=int(vectors))
+
+
+def _blob_references(conn: Connection, document_id: uuid.UUID) -> set[str]:
+    """The blobs of the document's parse results, its PDF parts and its LlamaParse results."""
+    found: set[str] = set()
+    for column, owner in (
+        (ParseBuffer.text_blob_sha256, ParseBuffer.document_id),
+        (DocumentPart.parsed_blob_sha256, DocumentPart.document_id),
+        (LlamaParseJob.result_blob_sha256, LlamaParseJob.document_id),
+    ):
+        rows = conn.execute(select(column).where(owner == document_id)).scalars()
+        found |= {sha for sha in rows if sha}
+    return found
 
 
 def _tombstones(

@@ -12,13 +12,13 @@ slice of a compressed value costs a decompression of everything before it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO
 
-from sqlalchemy import Connection, Engine, Executable, func, select, text
+from sqlalchemy import Connection, Engine, Executable, delete, false, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
-from ragstream.db.models import Blob
+from ragstream.db.models import Blob, Document, DocumentPart, LlamaParseJob, ParseBuffer
 from ragstream.errors import MissingBlob
 
 URI_PREFIX = "pg://blobs/"
@@ -38,9 +38,21 @@ def uri_for(sha256: str) -> str:
 
 
 def put_statement(data: bytes) -> Executable:
-    """The insert that stores ``data`` once per content (a no-op when it is there)."""
+    """The insert that stores ``data`` once per content and holds its row until commit.
+
+    Present content is not written again, but its row is locked (``ON CONFLICT
+    DO UPDATE ... WHERE false`` locks the conflicting row and updates nothing):
+    a concurrent :func:`delete_unreferenced` waits for this transaction, then
+    sees the reference it commits. Without the lock, a delete that cannot yet
+    see the new reference removes the blob under it (issue 14, item 10). A row
+    deleted meanwhile is inserted again by the same statement.
+    """
     stmt = insert(Blob).values(sha256=sha256_of(data), size_bytes=len(data), content=data)
-    return stmt.on_conflict_do_nothing(index_elements=[Blob.sha256])
+    return stmt.on_conflict_do_update(
+        index_elements=[Blob.sha256],
+        set_={"size_bytes": stmt.excluded.size_bytes},
+        where=false(),
+    )
 
 
 def put(conn: Connection, data: bytes) -> str:
@@ -78,12 +90,55 @@ def put_file(
             "INSERT INTO blobs (sha256, size_bytes, content) "
             "SELECT :sha256, :size, coalesce(string_agg(piece, ''::bytea ORDER BY n), ''::bytea) "
             "FROM ragstream_blob_slices "
-            "ON CONFLICT (sha256) DO NOTHING"
+            # Present content is locked, not rewritten (see put_statement).
+            "ON CONFLICT (sha256) DO UPDATE SET size_bytes = EXCLUDED.size_bytes WHERE false"
         ),
         {"sha256": sha256, "size": size},
     )
     conn.execute(text("DROP TABLE ragstream_blob_slices"))
     return sha256
+
+
+def lock_for_delete(conn: Connection, shas: Iterable[str]) -> set[str]:
+    """Lock the rows of ``shas`` that exist (``FOR UPDATE``, in key order); returns them.
+
+    Taken before the references to them are removed, so a writer holding a blob
+    (:func:`put_statement`) commits its reference first, and one coming later
+    waits for the delete and stores the content again.
+    """
+    wanted = sorted(set(shas))
+    if not wanted:
+        return set()
+    return set(
+        conn.execute(
+            select(Blob.sha256)
+            .where(Blob.sha256.in_(wanted))
+            .order_by(Blob.sha256)
+            .with_for_update()
+        ).scalars()
+    )
+
+
+def delete_unreferenced(conn: Connection, locked: set[str]) -> set[str]:
+    """Delete the blobs of ``locked`` (see :func:`lock_for_delete`) nothing refers to any more.
+
+    A reference is a document's upload, a parse result, a part of a large PDF or
+    a LlamaParse result. Returns the deleted keys.
+    """
+    if not locked:
+        return set()
+    used: set[str] = set()
+    for column in (
+        Document.sha256,
+        ParseBuffer.text_blob_sha256,
+        DocumentPart.parsed_blob_sha256,
+        LlamaParseJob.result_blob_sha256,
+    ):
+        used |= {s for s in conn.execute(select(column).where(column.in_(locked))).scalars() if s}
+    unused = locked - used
+    if unused:
+        conn.execute(delete(Blob).where(Blob.sha256.in_(sorted(unused))))
+    return unused
 
 
 def get(conn: Connection, sha256: str) -> bytes:
