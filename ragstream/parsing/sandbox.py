@@ -40,6 +40,7 @@ from ragstream.errors import (
     UnsupportedDocument,
 )
 from ragstream.parsing.child import memory_message
+from ragstream.parsing.confine import scrubbed_environ
 
 log = logging.getLogger(__name__)
 
@@ -380,13 +381,15 @@ class _ForkServer:
             theirs.close()
         ours.settimeout(_START_TIMEOUT_S)
         try:
-            ready = ours.recv(16)
+            ready = ours.recv(4096)
         except OSError:
             ready = b""
-        if ready != b"READY":
+        if ready[:6] not in (b"READY", b"READY "):
             self.close()
             raise RetryableError("parse: the parser sandbox failed to start (see its log)")
         ours.settimeout(None)
+        self.confinement: list[str] = json.loads(ready[6:] or b"[]")
+        _log_confinement(self.confinement)
 
     @classmethod
     def get(cls) -> _ForkServer:
@@ -466,9 +469,27 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.realpath(ragstream.__file__)))
 
 
+_confinement_logged: list[str] | None = None
+
+
+def _log_confinement(held: list[str]) -> None:
+    """Say once (and again if it changes) what keeps parsers from secrets and network."""
+    global _confinement_logged
+    if held == _confinement_logged:
+        return
+    _confinement_logged = held
+    log.info("parser sandbox: scrubbed environment; %s", "; ".join(held) or "nothing more")
+    if not any(layer.startswith(("seccomp", "network namespace")) for layer in held):
+        log.warning(
+            "parser sandbox: parsers can open network connections (neither a seccomp filter "
+            "nor a network namespace could be set up)"
+        )
+
+
 def _child_env() -> dict[str, str]:
-    """The caller's environment, with our package importable however it was installed."""
-    env = dict(os.environ)
+    """The fork server's environment: the allow-list of :func:`confine.scrubbed_environ`
+    (no secret of ours), with our package importable however it was installed."""
+    env = scrubbed_environ(os.environ)
     existing = env.get("PYTHONPATH")
     env["PYTHONPATH"] = _package_root() + (os.pathsep + existing if existing else "")
     return env

@@ -26,6 +26,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from ragstream.parsing import confine
+
 _GRACE_S = 2  # the child's own alarm fires this long after the deadline
 
 
@@ -54,14 +56,19 @@ def preload() -> None:
 def main(control_fd: int) -> int:
     os.dup2(2, 1)  # whatever a library prints ends up in the log, never on a socket
     control = socket.socket(fileno=control_fd)
+    # No secrets, no network, for this process and so for every child it forks
+    # (see ragstream.parsing.confine for what holds where).
+    confine.scrub_environ()  # the worker passes an allow-list already: in case of another caller
+    held = [layer for layer in (confine.isolate_network(),) if layer]  # while single-threaded
     preload()
+    held += confine.confine()
     gc.freeze()  # keep preloaded objects out of collections: children share their pages
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_write, False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.set_wakeup_fd(wake_write)
     children: dict[int, _Child] = {}
-    control.sendall(b"READY")
+    control.sendall(b"READY " + json.dumps(held).encode("utf-8"))
     try:
         while True:
             timeout = _until_next_deadline(children)
