@@ -4,46 +4,56 @@ A parse pod's worker holds secrets (``RAGSTREAM_DATABASE_URL`` with its
 password, broker credentials, cloud and API keys) and can reach the database,
 the broker and more. A parser child runs hostile documents through large C
 libraries, so it is given neither. The fork server sets all of this up once,
-for itself, and every parser child it forks inherits it; the fork server
-itself never needs the network nor writes a file.
+for itself, before it forks anything: every parser child inherits it (no
+per-document cost). The fork server itself never needs the network, a
+capability nor a file write.
 
 **Environment** (everywhere). The fork server is started with an allow-list of
 variables (:func:`scrubbed_environ`: locale, time zone, the interpreter's own
 ``PYTHON*`` settings, ``PATH``, ``HOME``, ``TMPDIR``), never the worker's
-environment, so no secret is in its environment, in ``/proc/<pid>/environ``
-of it or of a child, nor anywhere in the memory a child is forked from.
+environment: no secret is in its environment, in ``/proc/<pid>/environ`` of
+it or of a child, nor anywhere in the memory a child is forked from.
 
 **Network**, in layers, each applied where the kernel and the container allow:
 
 * A seccomp filter (:func:`deny_sockets`), which needs nothing but a
-  seccomp-capable kernel (x86-64 or arm64): ``socket()`` of any family fails
+  seccomp-capable kernel on x86-64 or arm64: ``socket()`` of any family fails
   with ``EPERM`` (the child talks to the worker on a socket it inherits), as do
   ``io_uring_setup`` (io_uring can create sockets behind seccomp's back),
-  ``ptrace`` and ``process_vm_readv``/``writev``, and every system call of a
-  foreign ABI (32-bit, x32). It holds as root, as any other user and inside
-  Docker or Kubernetes with their default seccomp profiles.
-* A network namespace of its own with only a loopback that is down
-  (:func:`isolate_network`): with ``CAP_SYS_ADMIN`` (root outside a
-  container) directly; otherwise inside a new user namespace where the kernel
-  allows unprivileged ones (most hosts). Docker's default seccomp profile
-  refuses both to a container without ``CAP_SYS_ADMIN``, so in the image
-  (uid 10001) this layer is usually absent; the seccomp filter still holds.
-* Landlock (:func:`landlock`, Linux 5.13+ with Landlock enabled, allowed by
-  Docker 23+'s default profile): on 6.7+ kernels TCP bind and connect are
-  refused; on 6.12+ abstract Unix sockets and signals to outside processes.
+  ``ptrace``, ``process_vm_readv``/``writev`` and every system call of a
+  foreign ABI (32-bit, x32). It holds as root, as any other user, and inside
+  Docker or Kubernetes under their default seccomp profiles.
+* A network namespace of its own, with only a loopback that is down
+  (:func:`isolate_network`): directly with ``CAP_SYS_ADMIN`` (root outside a
+  container), else inside a new user namespace where the kernel allows
+  unprivileged ones (most hosts). Docker's and Kubernetes' default seccomp
+  profiles refuse both without ``CAP_SYS_ADMIN``, so in the image (uid
+  10001) this layer is usually absent; the seccomp filter holds regardless.
+* Landlock (:func:`landlock`, Linux 5.13+ with Landlock among its LSMs;
+  allowed by the default profiles of Docker 23+ and containerd 1.6+): TCP bind
+  and connect refused on 6.7+ kernels, abstract Unix sockets and signals to
+  outside processes on 6.12+.
 
-**Other processes' memory and environment.** A child runs as the worker's
-user, so without more it could read ``/proc/<worker pid>/environ`` or
-``/proc/<worker pid>/mem``, as root any process's. Landlock confines the fork
-server and its children to a domain of their own, from which the kernel
-refuses that access to every process outside it, root or not; the seccomp
-filter refuses ``ptrace`` and ``process_vm_readv`` as well. Where Landlock is
-unavailable (old kernel, or a seccomp profile without its calls), a child
-can still open the worker's ``/proc`` files: reading them needs no system
-call that seccomp could tell apart.
+**Other processes' environment and memory** (``/proc/<worker pid>/environ``,
+``/proc/<worker pid>/mem``). A child runs as the worker's user, so by default
+it could read them. Two layers stop that:
 
-**Files.** Under Landlock the children cannot create, write, remove or
-rename any file (so a parser cannot plant code for the worker to import);
+* Landlock puts the fork server and its children in a domain of their own;
+  the kernel refuses them ptrace-like access to any process outside it.
+* The fork server gives up every capability (:func:`drop_capabilities`;
+  for root: uid 0 stays, its powers go). Root's capabilities would get past
+  Landlock's check (seen on Linux 6.18: ``environ`` stays readable to a
+  landlocked root), and a process without capabilities may not inspect one
+  that has them, such as a root worker, whether or not Landlock is there.
+
+So: as root, anywhere, these reads fail; as another user they fail where
+Landlock is available. A non-root worker on a kernel or under a seccomp
+profile without Landlock remains readable to its children through
+``/proc`` (``mem`` too unless Yama's ``ptrace_scope`` is 1 or more): that
+needs no system call seccomp could tell apart from a parser's own reads.
+
+**Files.** Under Landlock the children cannot create, write, truncate, remove
+or rename any file (so a parser cannot plant code for the worker to import);
 reading stays allowed.
 
 :func:`confine` applies the layers and says which hold; the fork server
@@ -61,7 +71,7 @@ import os
 import platform
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 # --- environment -------------------------------------------------------------
 
@@ -293,13 +303,14 @@ _RET_ALLOW, _RET_ERRNO = 0x7FFF0000, 0x00050000
 _DATA_NR, _DATA_ARCH = 0, 4  # offsets in struct seccomp_data
 
 
-def _socket_filter(machine: str) -> list[tuple[int, int, int, int]]:
-    """The BPF program of :func:`deny_sockets`, as (code, jt, jf, k) instructions."""
+def _filter(machine: str, denied: Sequence[int]) -> list[tuple[int, int, int, int]]:
+    """A BPF program failing the ``denied`` system calls and any of a foreign ABI with
+    ``EPERM``, as (code, jt, jf, k) instructions."""
     deny = _RET_ERRNO | errno.EPERM
     checks: list[tuple[int, int]] = []  # (jump opcode, value): to "deny" when true
     if machine == "x86_64":
         checks.append((_JGE, _X32_SYSCALL_BIT))
-    checks += [(_JEQ, number) for number in _DENIED_SYSCALLS[machine]]
+    checks += [(_JEQ, number) for number in denied]
     program = [
         (_LD_ABS_W, 0, 0, _DATA_ARCH),
         (_JEQ, 1, 0, _AUDIT_ARCH[machine]),
@@ -313,17 +324,26 @@ def _socket_filter(machine: str) -> list[tuple[int, int, int, int]]:
     return program
 
 
-def deny_sockets() -> str | None:
-    """Install the seccomp filter described in the module's documentation (for this
-    process and whatever it forks). Returns what holds, or ``None``."""
+def deny_syscalls(denied: Sequence[int]) -> bool:
+    """Install a seccomp filter failing ``denied`` (numbers of this machine) and every
+    system call of a foreign ABI, for this process and all it forks or executes.
+    False where this machine is not one the filter knows."""
     machine = _machine()
-    if machine not in _DENIED_SYSCALLS:
-        return None
-    program = _socket_filter(machine)
+    if machine not in _AUDIT_ARCH:
+        return False
+    program = _filter(machine, denied)
     instructions = (_SockFilter * len(program))(*(_SockFilter(*i) for i in program))
     prog = _SockFprog(len(program), instructions)
     _no_new_privs()
-    if _libc().prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0) != 0:
+    result = _libc().prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(prog), 0, 0)
+    return int(result) == 0
+
+
+def deny_sockets() -> str | None:
+    """Install the seccomp filter described in the module's documentation (for this
+    process and whatever it forks). Returns what holds, or ``None``."""
+    denied = _DENIED_SYSCALLS.get(_machine())
+    if denied is None or not deny_syscalls(denied):
         return None
     return "seccomp: no socket(), io_uring, ptrace nor foreign ABIs"
 
@@ -362,7 +382,8 @@ def _opens(path: str) -> str:
 
 def observe(worker_pid: int, port: int) -> dict[str, str]:
     """What this process can see: its environment, the environment of its parent
-    (the fork server) and of ``worker_pid``, and whether 127.0.0.1:``port`` answers."""
+    (the fork server) and of ``worker_pid``; whether it can create a temporary file
+    and whether 127.0.0.1:``port`` answers."""
     facts = {
         "environ": "\0".join(f"{key}={value}" for key, value in os.environ.items()),
         "self_environ": _read("/proc/self/environ"),
@@ -370,6 +391,13 @@ def observe(worker_pid: int, port: int) -> dict[str, str]:
         "worker_environ": _read(f"/proc/{worker_pid}/environ"),
         "worker_mem": _opens(f"/proc/{worker_pid}/mem"),
     }
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ragstream-probe-{os.getpid()}")
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(path)
+        facts["write"] = "written"
+    except OSError as exc:
+        facts["write"] = f"error: {type(exc).__name__}: {exc}"
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             facts["connect"] = "connected"
