@@ -2,7 +2,7 @@
 
 For every batch, in this order and no other:
 
-1. decode (undecodable records become failures);
+1. decode (undecodable records, and events with ids that are not UUIDs, become failures);
 2. mark the batch's documents as started (``parsing``, ...), so progress is visible;
 3. run the stage in a worker thread; past a second, the consumer is polled
    (a slow batch never exceeds ``max.poll.interval.ms``) and takes the next
@@ -12,19 +12,28 @@ For every batch, in this order and no other:
 5. produce the output events and the DLQ records, and wait for every ack;
 6. store the offsets (``enable.auto.offset.store=false``); auto-commit sends them.
 
+Its parts: the partition feed (:mod:`ragstream.consumers.feed`) polls, reads
+ahead, pauses and resumes, and rebuilds a stalled consumer; the offset book
+(:mod:`ragstream.consumers.offsets`) says what may be stored, never past a
+message begun and not finished; the retry policy (:class:`ragstream.errors.RetryPolicy`)
+decides what an error means: retry, split, dead-letter or raise.
+
 A retryable error anywhere (database, broker, embedder) stores nothing: the
-batch is retried after a bounded exponential backoff while the consumer stays
-in its group. A failed batch never moves the committed offset.
+batch is retried after a jittered exponential backoff while the consumer stays
+in its group. Any error of a message's own (a permanent one, or one that keeps
+failing while the database and the broker answer) ends in the DLQ, after the
+batch is split so the others pass. A stop abandons the batch in hand: nothing
+of it, and nothing behind it, is stored, so it is all redelivered.
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from types import FrameType
@@ -33,23 +42,24 @@ from typing import Any, TypeVar
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
 from ragstream import topology, tracing
 from ragstream.consumers import metrics
 from ragstream.consumers.base import Failure, Incoming, Stage, StageContext, StageOutput
+from ragstream.consumers.feed import PAUSE_AFTER_S, PartitionFeed
 from ragstream.consumers.health import HealthServer, refresh_lag
+from ragstream.consumers.offsets import OffsetBook, Position
 from ragstream.db import repository
 from ragstream.db.repository import Transition
 from ragstream.errors import (
-    DependencyUnavailable,
+    Action,
+    InvalidEvent,
     PermanentError,
-    RagstreamError,
-    RejectedByDatabase,
-    RetriesExhausted,
+    RetryPolicy,
     UndecodableEvent,
+    as_permanent,
+    is_retryable,
 )
-from ragstream.kafka import consumer_config
 from ragstream.logs import message_fields
 from ragstream.producers.producer import EventProducer
 from ragstream.settings import Settings
@@ -58,9 +68,11 @@ from ragstream.state import DocumentStatus
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+__all__ = ["ATTEMPT_HEADER", "PAUSE_AFTER_S", "RunStats", "StageRunner"]
+
 ATTEMPT_HEADER = "ragstream-attempt"
-PAUSE_AFTER_S = 1.0
-"""A batch running longer than this has its partitions paused while the consumer is polled."""
+UUID_FIELDS = ("document_id", "job_id", "chunk_id", "embedding_id")
+"""Event fields that must hold a UUID: one that does not makes the event invalid."""
 
 
 @dataclass
@@ -93,40 +105,54 @@ class StageRunner:
         self.input_topic = settings.topic(self.spec.input_topic)
         self.dlq_topic = settings.topic(topology.dlq(self.spec.input_topic))
         self.group_id = group_id or settings.topic_prefix + self.spec.group_id
-        self.consumer = self._new_consumer()
-        self.producer = EventProducer(settings)
-        self.stats = RunStats()
-        self._stopping = threading.Event()
-        self._carry: list[Message] = []
-        self._assigned: set[tuple[str, int]] = set()
-        self._revoked_during_batch: set[tuple[str, int]] = set()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"stage-{stage.name}")
-        self.heartbeat = time.monotonic()
-        self._lag_refreshed = 0.0
-        self.health = HealthServer(self, settings.health_port) if health else None
-        self._trace: tracing.BatchTrace | None = None
-        self._last_read = self._stall_checked = time.monotonic()
-        self._phases: dict[str, float] = {}
         self.batch_size = min(settings.max_batch_size, stage.batch_limit or settings.max_batch_size)
-
-    def _new_consumer(self) -> Consumer:
-        return Consumer(
-            consumer_config(
-                self.settings, self.group_id, **{"client.id": f"ragstream-{self.stage.name}"}
-            )
-        )
-
-    def _subscribe(self) -> None:
-        self.consumer.subscribe(
-            [self.input_topic],
+        self.heartbeat = time.monotonic()
+        self.feed = PartitionFeed(
+            settings,
+            stage=stage.name,
+            topic=self.input_topic,
+            group_id=self.group_id,
+            batch_size=self.batch_size,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
+            beat=self._beat,
         )
+        self.offsets = OffsetBook()
+        self.policy = RetryPolicy(
+            initial_s=settings.retry_backoff_initial_s,
+            max_s=settings.retry_backoff_max_s,
+            max_attempts=settings.max_batch_attempts,
+        )
+        self.producer = EventProducer(settings)
+        self.stats = RunStats()
+        self._stopping = threading.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"stage-{stage.name}")
+        self._lag_refreshed = 0.0
+        self.health = HealthServer(self, settings.health_port) if health else None
+        self._trace: tracing.BatchTrace | None = None
+        self._phases: dict[str, float] = {}
+        # Messages of the batch in hand that are failures whatever the stage does.
+        self._rejected: dict[Position, PermanentError] = {}
+
+    @property
+    def consumer(self) -> Consumer:
+        return self.feed.consumer
+
+    @property
+    def _assigned(self) -> set[tuple[str, int]]:
+        return self.feed.assigned
+
+    @property
+    def _prefetched(self) -> list[Message]:
+        return self.feed.prefetched
+
+    def _beat(self) -> None:
+        self.heartbeat = time.monotonic()
 
     # --- lifecycle -------------------------------------------------------
     def stop(self) -> None:
-        """Ask the loop to finish its batch, commit and close."""
+        """Ask the loop to end: the batch in hand is finished or abandoned, then close."""
         self._stopping.set()
 
     def install_signal_handlers(self) -> None:
@@ -148,24 +174,23 @@ class StageRunner:
         self.stage.setup(self.ctx)
         if self.health is not None:
             self.health.start()
-        self._subscribe()
+        self.feed.subscribe()
         last_work = time.monotonic()
         try:
             while not self._stopping.is_set():
-                self.heartbeat = time.monotonic()
+                self._beat()
                 if (
                     max_messages is not None
                     and self.stats.processed + self.stats.failed >= max_messages
                 ):
                     break
-                batch = self._next_batch()
+                batch = self.feed.next_batch()
                 self._refresh_lag()
                 if not batch:
                     if idle_timeout_s is not None and time.monotonic() - last_work > idle_timeout_s:
                         break
-                    self._unstall()
+                    self._rebuild_if_stalled()
                     continue
-                self._last_read = time.monotonic()
                 self._handle(batch)
                 last_work = time.monotonic()
         finally:
@@ -180,76 +205,32 @@ class StageRunner:
     def _close(self) -> None:
         try:
             self.producer.close()
-            self.consumer.close()  # commits the stored offsets and leaves the group
+            self.feed.close()  # commits the stored offsets and leaves the group
         finally:
             self._executor.shutdown(wait=False)
             if self.health is not None:
                 self.health.stop()
-            log.info("stopped", stage=self.stage.name, **self.stats.__dict__)
+            log.info(
+                "stopped",
+                stage=self.stage.name,
+                unfinished=self.offsets.unfinished(),
+                **self.stats.__dict__,
+            )
 
-    def _unstall(self) -> None:
-        """Rebuild a consumer that reads nothing while its partitions hold unread messages.
-
-        After a broker restart the client can keep its assignment yet never fetch
-        again (it heartbeats, so the group sees a healthy member). Closing it
-        commits what was finished; a new one joins and reads from there.
-        """
-        now = time.monotonic()
-        stall = self.settings.consumer_stall_s
-        if now - self._last_read < stall or now - self._stall_checked < stall:
-            return
-        self._stall_checked = now
-        unread = self._unread()
-        if not unread:
-            return
-        log.warning(
-            "consumer_stalled",
-            stage=self.stage.name,
-            idle_s=round(now - self._last_read, 1),
-            unread=unread,
-        )
-        metrics.CONSUMER_REBUILDS.labels(self.stage.name).inc()
-        self.stats.rebuilt_consumers += 1
-        self._carry = []
-        try:
-            self.consumer.close()
-        except KafkaException as exc:
-            log.warning("close_failed", stage=self.stage.name, error=str(exc))
-        self._assigned = set()
-        self.consumer = self._new_consumer()
-        self._subscribe()
-        self._last_read = time.monotonic()
-
-    def _unread(self) -> dict[int, int]:
-        """Unread messages per assigned partition, from the broker (not the client's cache)."""
-        assignment = self.consumer.assignment()
-        if not assignment:
-            return {}
-        try:
-            committed = self.consumer.committed(assignment, timeout=10)
-            positions = {tp.partition: tp.offset for tp in self.consumer.position(assignment)}
-            unread = {}
-            for tp in committed:
-                low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-                read = max(positions.get(tp.partition, -1), tp.offset)
-                read = read if read >= 0 else low
-                if high > read:
-                    unread[tp.partition] = high - read
-        except KafkaException as exc:  # the broker is away: nothing to conclude yet
-            log.info("stall_check_failed", stage=self.stage.name, error=str(exc)[:300])
-            return {}
-        return unread
+    def _rebuild_if_stalled(self) -> None:
+        """A consumer that reads nothing while its partitions hold messages is made anew."""
+        if self.feed.rebuild_if_stalled():
+            self.stats.rebuilt_consumers += 1
+            self.offsets.forget(self.offsets.unfinished())
 
     # --- rebalance -------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned |= {(p.topic, p.partition) for p in partitions}
+        self.feed.assigned_partitions(partitions)
         log.info("assigned", stage=self.stage.name, partitions=[p.partition for p in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        gone = {(p.topic, p.partition) for p in partitions}
-        self._assigned -= gone
-        self._revoked_during_batch |= gone
-        self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in gone]
+        self.feed.taken_away(consumer, partitions)
+        self.offsets.forget((p.topic, p.partition) for p in partitions)
         try:  # commit the finished work of the partitions we hand over
             consumer.commit(asynchronous=False)
         except KafkaException as exc:
@@ -258,159 +239,86 @@ class StageRunner:
         log.info("revoked", stage=self.stage.name, partitions=[p.partition for p in partitions])
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        gone = {(p.topic, p.partition) for p in partitions}
-        self._assigned -= gone
-        self._revoked_during_batch |= gone
-        self._carry = [m for m in self._carry if (m.topic(), m.partition()) not in gone]
+        self.feed.taken_away(consumer, partitions)
+        self.offsets.forget((p.topic, p.partition) for p in partitions)
         log.warning(
             "partitions_lost", stage=self.stage.name, partitions=[p.partition for p in partitions]
         )
 
-    # --- polling ---------------------------------------------------------
-    def _next_batch(self) -> list[Message]:
-        """The first message as soon as it arrives, then whatever is already fetched.
-
-        No waiting to fill a batch by default: under load, messages that arrive
-        while a batch is processed form the next one (``max_batch_wait_s`` adds
-        a linger for backends that want fuller batches).
-        """
-        limit = self.batch_size
-        batch, self._carry = self._carry[:limit], self._carry[limit:]
-        if not batch:
-            first = self.consumer.poll(self.settings.poll_timeout_s)
-            if first is None:
-                return []
-            error = first.error()
-            if error is not None:
-                self._on_consumer_error(error)
-                return []
-            batch.append(first)
-        linger_until = time.monotonic() + self.settings.max_batch_wait_s
-        timeout = 0.0
-        while len(batch) < limit:
-            messages = self.consumer.consume(limit - len(batch), timeout)
-            for msg in messages:
-                error = msg.error()
-                if error is not None:
-                    self._on_consumer_error(error)
-                    continue
-                batch.append(msg)
-            timeout = linger_until - time.monotonic()
-            if not messages and timeout <= 0:
-                break
-            timeout = max(timeout, 0.0)
-        return batch
-
-    def _on_consumer_error(self, error: KafkaError) -> None:
-        if error.fatal():
-            raise KafkaException(error)
-        log.warning("consumer_error", stage=self.stage.name, error=error.str())
-
     def _while_polling(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` in a worker thread while this thread keeps the consumer alive.
-
-        A short batch just runs: the fetcher keeps prefetching the next one. A
-        batch still running after ``PAUSE_AFTER_S`` has the consumer polled
-        (rebalances, max.poll.interval) until it ends, taking the next batch
-        meanwhile: up to a batch of messages is carried over, then the
-        partitions are paused, so the next batch starts the moment this one
-        ends. Pausing every batch, or resuming with nothing in hand, would cost
-        each batch up to a second: the fetcher notices a resume only on its
-        next wake-up.
-        """
-        future: Future[T] = self._executor.submit(fn)
-        if wait([future], timeout=PAUSE_AFTER_S).done:
-            self.heartbeat = time.monotonic()
-            return future.result()
-        paused = False
-        try:
-            # Wake on the future, not on a poll timeout: the batch's end is not delayed.
-            while not wait([future], timeout=0.05).done:
-                self.heartbeat = time.monotonic()
-                room = self.batch_size - len(self._carry)
-                if room > 0 and not paused:
-                    self._take(self.consumer.consume(room, 0))
-                    continue
-                if not paused:
-                    self.consumer.pause(self.consumer.assignment())
-                    paused = True
-                msg = self.consumer.poll(0)
-                if msg is not None:
-                    self._take([msg])
-            return future.result()
-        finally:
-            if paused:
-                self.consumer.resume(self.consumer.assignment())
-
-    def _take(self, messages: list[Message]) -> None:
-        """Carry ``messages`` over to the next batch (errors are reported, not carried)."""
-        for msg in messages:
-            error = msg.error()
-            if error is not None:
-                self._on_consumer_error(error)
-            else:
-                self._carry.append(msg)
+        """Run ``fn`` in the stage's thread while this one keeps the consumer in its group."""
+        return self.feed.keep_alive_until(self._executor.submit(fn))
 
     # --- one batch -------------------------------------------------------
     def _handle(self, raw: list[Message]) -> None:
         started = time.monotonic()
         self._phases = dict.fromkeys(("stage_s", "commit_s", "publish_s"), 0.0)
-        self._revoked_during_batch = set()
+        self.feed.revoked_during_batch = set()
+        self._rejected = {}
         batch = [self._decode(m) for m in raw]
+        self.offsets.begin(map(_position, batch))
         traced = [(_document(m), m.header(tracing.TRACEPARENT)) for m in batch]
         with tracing.batch_spans(self.stage.name, self.input_topic, traced) as self._trace:
             self._handle_decoded(batch, started)
         self._trace = None
 
-    def _handle_decoded(self, batch: list[Incoming], started: float) -> None:
-        """Steps 2-6 of the module docstring, with retries; spans are opened around it.
+    def _ours(self, batch: list[Incoming]) -> list[Incoming]:
+        gone = self.feed.revoked_during_batch
+        return [m for m in batch if (m.topic, m.partition) not in gone]
+
+    def _handle_decoded(self, batch: list[Incoming], started: float) -> bool:
+        """Steps 2-6 of the module docstring, as the retry policy says; False if abandoned.
 
         A retryable error is retried for as long as a dependency is down. One that
-        persists while the database and the broker answer is the batch's own: its
-        messages are tried one by one, and one that still fails is dead-lettered.
+        persists while the database and the broker answer, or any other error, is
+        the batch's own: its messages are tried one by one, and one that still
+        fails is dead-lettered. A stop abandons the batch (and the rest of a
+        split one): the offset book then stores nothing from it on.
         """
-        backoff = self.settings.retry_backoff_initial_s
         attempt = 0
-        give_up: RetriesExhausted | None = None
+        dead: PermanentError | None = None
         while True:
             attempt += 1
-            batch = [m for m in batch if (m.topic, m.partition) not in self._revoked_during_batch]
+            batch = self._ours(batch)
             if not batch:
-                return
+                return True
             try:
-                self._while_polling(partial(self._process_and_commit, batch, give_up))
+                self._while_polling(partial(self._process_and_publish, batch, dead))
                 break
             except Exception as exc:
-                if not _is_retryable(exc):
+                decision = self.policy.decide(
+                    exc,
+                    attempt=attempt,
+                    messages=len(batch),
+                    dependencies_answer=self._dependencies_answer,
+                )
+                if decision.action is Action.RAISE:
                     raise
-                if (
-                    give_up is None
-                    and attempt >= self.settings.max_batch_attempts
-                    and self._dependencies_answer()
-                ):
-                    if len(batch) > 1:
-                        for message in batch:
-                            self._handle_decoded([message], time.monotonic())
-                        return
-                    give_up = RetriesExhausted(
-                        f"still failing after {attempt} attempts while the database and the "
-                        f"broker answer: {type(exc).__name__}: {str(exc)[:1000]}"
-                    )
+                if decision.action is Action.SPLIT:
+                    for message in batch:
+                        if self._stopping.is_set():
+                            return False
+                        if not self._handle_decoded([message], time.monotonic()):
+                            return False  # abandoned: nothing behind it may be taken
+                    return True
+                if decision.action is Action.DEAD_LETTER and dead is None:
+                    dead = decision.error
                     continue
+                delay = decision.delay_s or self.policy.backoff(attempt, exc)
                 self.stats.retries += 1
                 metrics.RETRIES.labels(self.stage.name).inc()
                 log.warning(
                     "batch_retry",
                     stage=self.stage.name,
                     attempt=attempt,
-                    backoff_s=round(backoff, 2),
+                    backoff_s=round(delay, 2),
                     error_class=type(exc).__name__,
                     error=str(exc)[:500],
                 )
-                if self._sleep_polling(backoff):
-                    return  # stopping: nothing stored, the batch will be redelivered
-                backoff = min(backoff * 2, self.settings.retry_backoff_max_s)
-        self._store_offsets(batch)
+                if self.feed.sleep(delay, self._stopping):
+                    return False  # stopping: nothing stored, the batch will be redelivered
+        self.offsets.finish(map(_position, self._ours(batch)))
+        self.feed.store(self.offsets.take())
         elapsed = time.monotonic() - started
         metrics.BATCH_SECONDS.labels(self.stage.name).observe(elapsed)
         self.stats.batches += 1
@@ -423,6 +331,7 @@ class StageRunner:
             elapsed_s=round(elapsed, 3),
             **{k: round(v, 3) for k, v in self._phases.items()},
         )
+        return True
 
     def _decode(self, msg: Message) -> Incoming:
         key, value = msg.key(), msg.value()
@@ -434,24 +343,45 @@ class StageRunner:
             value=value.encode() if isinstance(value, str) else value,
             headers=_headers(msg),
         )
-        with contextlib.suppress(UndecodableEvent):  # a failure of this message, handled later
-            incoming.event = self.ctx.codec.decode(incoming.value, self.stage.consumes)  # type: ignore[arg-type]
+        if incoming.value is not None:  # a null value is a tombstone: nothing to do, not poison
+            try:
+                self._decode_event(incoming)
+            except Exception as exc:  # a dependency of the codec: decoded again when retried
+                log.info("decode_deferred", stage=self.stage.name, error=str(exc)[:300])
         return incoming
 
-    def _process_and_commit(
-        self, batch: list[Incoming], give_up: RetriesExhausted | None = None
-    ) -> None:
-        if give_up is not None:  # one message, retried in vain: dead-letter it
-            out = StageOutput(failures=[Failure(m, give_up) for m in batch if m.value is not None])
-            self._commit(out)
+    def _decode_event(self, m: Incoming) -> None:
+        """Set ``m.event``, or note why ``m`` is a failure; a retryable error propagates."""
+        try:
+            event = self.ctx.codec.decode(m.value, self.stage.consumes)  # type: ignore[arg-type]
+        except Exception as exc:
+            if is_retryable(exc):
+                raise
+            self._rejected[_position(m)] = as_permanent(exc) or UndecodableEvent(
+                f"{type(exc).__name__}: {str(exc)[:1000]}"
+            )
+            return
+        wrong = _wrong_ids(event)
+        if wrong:
+            self._rejected[_position(m)] = InvalidEvent(wrong)
+            if any(name in wrong for name in ("document_id", "job_id")):
+                return  # no document to mark failed: the event stays unread
+        m.event = event
+
+    def _process_and_publish(self, batch: list[Incoming], dead: PermanentError | None) -> None:
+        if dead is not None:  # one message that keeps failing: dead-letter it
+            out = StageOutput(failures=[Failure(m, dead) for m in batch if m.value is not None])
+            self._write(out)
         else:
-            good = [m for m in batch if m.event is not None]
-            # A null value is a tombstone (a deleted document's keys): nothing to do, not poison.
+            for m in batch:  # decoded once its codec's dependency answers again
+                if m.event is None and m.value is not None and _position(m) not in self._rejected:
+                    self._decode_event(m)
             failures = [
-                Failure(m, self._undecodable(m))
+                Failure(m, self._rejected[_position(m)])
                 for m in batch
-                if m.event is None and m.value is not None
+                if _position(m) in self._rejected
             ]
+            good = [m for m in batch if m.event is not None and _position(m) not in self._rejected]
             self._mark_started(good)
             out = self._work(good)
             out.failures = failures + out.failures
@@ -473,13 +403,6 @@ class StageRunner:
             log.info("dependency_down", stage=self.stage.name, error=str(exc)[:300])
             return False
         return True
-
-    def _undecodable(self, message: Incoming) -> RagstreamError:
-        try:
-            self.ctx.codec.decode(message.value, self.stage.consumes)  # type: ignore[arg-type]
-        except RagstreamError as exc:
-            return exc
-        return UndecodableEvent("message could not be decoded")
 
     def _mark_started(self, batch: list[Incoming]) -> None:
         status = self.stage.started_status
@@ -507,23 +430,24 @@ class StageRunner:
             out = self.stage.process(batch, self.ctx)
             self._phases["stage_s"] += time.monotonic() - began
             began = time.monotonic()
-            self._commit(out)
+            self._write(out)
             self._phases["commit_s"] += time.monotonic() - began
             return out
-        except (PermanentError, DBAPIError) as exc:
-            error = _as_permanent(exc)
+        except Exception as exc:
+            error = as_permanent(exc)
             if error is None:
                 raise
             if len(batch) == 1:
                 out = StageOutput(failures=[Failure(batch[0], error)])
-                self._commit(out)
+                self._write(out)
                 return out
         out = StageOutput()
         for message in batch:
             out.extend(self._work([message]))
         return out
 
-    def _commit(self, out: StageOutput) -> None:
+    def _write(self, out: StageOutput) -> None:
+        """Step 4: the batch's one database transaction."""
         failed_docs = {f.message.document_id for f in out.failures}
         with self.engine.begin() as conn:
             for statement in out.statements:
@@ -604,37 +528,6 @@ class StageRunner:
             (ATTEMPT_HEADER, str(attempt).encode()),
         ]
 
-    def _store_offsets(self, batch: list[Incoming]) -> None:
-        last: dict[tuple[str, int], int] = {}
-        for m in batch:
-            key = (m.topic, m.partition)
-            last[key] = max(last.get(key, -1), m.offset)
-        offsets = [
-            TopicPartition(topic, partition, offset + 1)
-            for (topic, partition), offset in last.items()
-            if (topic, partition) in self._assigned
-            and (topic, partition) not in self._revoked_during_batch
-        ]
-        if offsets:
-            self.consumer.store_offsets(offsets=offsets)
-
-    def _sleep_polling(self, seconds: float) -> bool:
-        """Back off while staying in the group; True if asked to stop meanwhile."""
-        deadline = time.monotonic() + seconds
-        assignment = self.consumer.assignment()
-        self.consumer.pause(assignment)
-        try:
-            while time.monotonic() < deadline:
-                if self._stopping.is_set():
-                    return True
-                msg = self.consumer.poll(0.1)
-                self.heartbeat = time.monotonic()
-                if msg is not None and msg.error() is None:
-                    self._carry.append(msg)
-        finally:
-            self.consumer.resume(self.consumer.assignment())
-        return False
-
 
 def _by_model(
     rows: list[tuple[type[Any], dict[str, Any]]],
@@ -655,20 +548,18 @@ def _headers(msg: Message) -> list[tuple[str, bytes]]:
     return [(k, v.encode() if isinstance(v, str) else v or b"") for k, v in pairs]
 
 
-def _as_permanent(exc: Exception) -> PermanentError | None:
-    if isinstance(exc, PermanentError):
-        return exc
-    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
-    if isinstance(exc, DataError | IntegrityError) or sqlstate[:2] in ("22", "23"):
-        return RejectedByDatabase(f"database refused the row: {getattr(exc, 'orig', exc)}")
+def _position(m: Incoming) -> Position:
+    return (m.topic, m.partition, m.offset)
+
+
+def _wrong_ids(event: object) -> str | None:
+    """What is wrong with the event's ids, if anything."""
+    for name in UUID_FIELDS:
+        raw = getattr(event, name, None)
+        if raw is None:
+            continue
+        try:
+            uuid.UUID(raw)
+        except (ValueError, TypeError, AttributeError):
+            return f"{name} {str(raw)[:100]!r} is not a UUID"
     return None
-
-
-def _is_retryable(exc: BaseException) -> bool:
-    if isinstance(exc, RagstreamError):
-        return exc.retryable
-    if isinstance(exc, OperationalError):
-        return True
-    if isinstance(exc, DBAPIError):
-        return bool(exc.connection_invalidated)
-    return isinstance(exc, KafkaException | DependencyUnavailable | ConnectionError | TimeoutError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import ClassVar
@@ -22,6 +23,7 @@ from ragstream.errors import DependencyUnavailable
 from ragstream.kafka import consumer_config
 from ragstream.producers.producer import EventProducer
 from ragstream.schemas.codec import make_codec
+from ragstream.schemas.events import DocumentUploaded
 from ragstream.settings import Settings
 from tests import corpus
 from tests.pipeline import prepare, read_topic
@@ -90,12 +92,16 @@ def test_each_stage_moves_documents_and_states(settings: Settings) -> None:
 
 
 class _Crashing(ParseStage):
-    """A parse stage whose batch dies with an unexpected error (a bug, an OOM...)."""
+    """A parse stage whose batch dies with an error of the process, not of a message (an OOM).
+
+    (A bug of stage code, any other exception, ends in the DLQ after bounded
+    attempts: test_a_wrong_event_or_a_bug_in_stage_code_is_dead_lettered_not_crash_looped.)
+    """
 
     name: ClassVar[str] = "parse"
 
     def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
-        raise RuntimeError("boom")
+        raise MemoryError("boom")
 
 
 def test_failed_batch_leaves_committed_offset_unchanged(settings: Settings) -> None:
@@ -104,7 +110,7 @@ def test_failed_batch_leaves_committed_offset_unchanged(settings: Settings) -> N
         submitter.submit(data, filename=name)
     engine = make_engine(settings)
     ctx = StageContext(settings=settings, engine=engine, codec=make_codec(settings))
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(MemoryError, match="boom"):
         StageRunner(_Crashing(), settings, engine, ctx).run(idle_timeout_s=10)
     assert _committed(settings, "parse") == 0
     # The next worker gets every message again and finishes them.
@@ -310,10 +316,10 @@ class _Slow(ParseStage):
             assert self.runner is not None
             self.meanwhile()  # more documents arrive while this batch runs
             deadline = time.monotonic() + 6
-            while time.monotonic() < deadline and len(self.runner._carry) < 2:
+            while time.monotonic() < deadline and len(self.runner._prefetched) < 2:
                 time.sleep(0.05)
             time.sleep(0.5)  # a carry that would overfill has time to
-            _Slow.carried_during_first = len(self.runner._carry)
+            _Slow.carried_during_first = len(self.runner._prefetched)
         return super().process(batch, ctx)
 
 
@@ -377,3 +383,217 @@ def test_a_document_is_chunked_and_passed_on_before_the_next_is_taken(
     assert stats.processed == 3
     # One document per batch, each begun after the ones before were committed.
     assert _Watching.seen == [(1, 0), (1, 1), (1, 2)]
+
+
+class _StopsWhileSplit(ParseStage):
+    """Fails a batch holding one cursed document; asks the runner to stop while it backs off."""
+
+    name: ClassVar[str] = "parse"
+    batch_limit: ClassVar[int | None] = None  # batches of several documents
+    cursed: ClassVar[set[object]] = set()
+    runner: ClassVar[StageRunner | None] = None
+    batches: ClassVar[list[list[object]]] = []
+
+    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+        self.batches.append([m.document_id for m in batch])
+        if any(m.document_id in self.cursed for m in batch):
+            if len(batch) == 1:  # the cursed one alone: SIGTERM arrives during its backoff
+                assert self.runner is not None
+                self.runner.stop()
+            raise DependencyUnavailable("connection reset while writing this one")
+        return super().process(batch, ctx)
+
+
+def test_a_stop_during_a_split_batch_stores_nothing_past_the_unfinished_message(
+    settings: Settings,
+) -> None:
+    """Issue 14.1: the messages behind one abandoned on a stop are not taken, nor committed."""
+    settings = settings.model_copy(
+        update={
+            "partitions": 1,
+            "max_batch_attempts": 2,
+            "retry_backoff_initial_s": 0.05,
+            "max_batch_wait_s": 1.0,  # the four documents form one batch
+        }
+    )
+    submitter = prepare(settings)
+    files = corpus.mixed(4, seed=16)
+    ids = [submitter.submit(d, filename=n).document_id for n, d in files]
+    engine = make_engine(settings)
+    ctx = StageContext(settings=settings, engine=engine, codec=make_codec(settings))
+    runner = StageRunner(_StopsWhileSplit(), settings, engine, ctx)
+    _StopsWhileSplit.cursed, _StopsWhileSplit.runner, _StopsWhileSplit.batches = (
+        {ids[1]},
+        runner,
+        [],
+    )
+    runner.run(idle_timeout_s=15)
+    # The batch was split (so messages behind the cursed one were pending), then stopped.
+    assert _StopsWhileSplit.batches[0] == ids
+    assert [ids[1]] in _StopsWhileSplit.batches
+    # Only the document before the cursed one is done and committed; nothing was dead-lettered.
+    assert _committed(settings, "parse") == 1
+    with engine.connect() as conn:
+        status = dict(conn.execute(select(Document.id, Document.status)).all())
+    assert status[ids[0]] == "parsed"
+    assert all(status[i] != "parsed" for i in ids[1:])
+    assert read_topic(settings, topology.dlq(topology.UPLOADED), expect=1, timeout_s=3) == []
+    # The next worker takes up the unfinished message and everything behind it.
+    _StopsWhileSplit.cursed = set()
+    again = StageRunner(_StopsWhileSplit(), settings, engine, ctx).run(
+        max_messages=3, idle_timeout_s=15
+    )
+    assert (again.processed, again.failed) == (3, 0)
+    with engine.connect() as conn:
+        assert set(conn.execute(select(Document.status)).scalars()) == {"parsed"}
+    assert _committed(settings, "parse") == 4
+
+
+class _Held(ParseStage):
+    """Parses, but holds its first batch until released (partitions paused meanwhile)."""
+
+    name: ClassVar[str] = "parse"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(60)
+        return super().process(batch, ctx)
+
+
+def _wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_partitions_paused_during_a_batch_are_read_again_after_they_come_back(
+    settings: Settings,
+) -> None:
+    """Issue 14.2: a partition paused (prefetch full), revoked and assigned back must not starve."""
+    settings = settings.model_copy(update={"session_timeout_s": 6, "consumer_stall_s": 600.0})
+    submitter = prepare(settings)
+    files = corpus.mixed(18, seed=63)
+    for name, data in files[:6]:  # more than a batch and its prefetch: the partitions get paused
+        submitter.submit(data, filename=name)
+    engine = make_engine(settings)
+    ctx = StageContext(settings=settings, engine=engine, codec=make_codec(settings))
+    stage = _Held()
+    runner = StageRunner(stage, settings, engine, ctx)
+    worker = threading.Thread(target=runner.run, daemon=True)
+    worker.start()
+    group = settings.topic_prefix + topology.STAGES["parse"].group_id
+    topic = settings.topic(topology.UPLOADED)
+    other: Consumer | None = None
+    try:
+        _wait_for(stage.entered.is_set, 30, "the first batch to start")
+        time.sleep(3)  # past PAUSE_AFTER_S: the next batch is read ahead, the partitions paused
+        other = Consumer(consumer_config(settings, group))
+        other.subscribe([topic])
+        deadline = time.monotonic() + 40
+        while not other.assignment() and time.monotonic() < deadline:
+            other.poll(0.2)
+        moved = {p.partition for p in other.assignment()}
+        assert moved, "the second member never received a partition"
+        stage.release.set()
+        _wait_for(lambda: runner.stats.batches >= 1, 30, "the held batch to finish")
+        other.close()
+        other = None
+        _wait_for(
+            lambda: len(runner._assigned) == settings.partitions, 40, "the partitions to return"
+        )
+
+        def ends() -> dict[int, int]:
+            reader = Consumer(consumer_config(settings, f"ends-{time.monotonic_ns()}"))
+            try:
+                return {
+                    p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                    for p in moved
+                }
+            finally:
+                reader.close()
+
+        before = ends()
+        for name, data in files[6:]:
+            submitter.submit(data, filename=name)
+        assert any(ends()[p] > before[p] for p in moved), "no new document on a moved partition"
+        _wait_for(lambda: runner.stats.processed >= len(files), 40, "all documents to be parsed")
+        assert runner.stats.processed == len(files)
+    finally:
+        stage.release.set()
+        if other is not None:
+            other.close()
+        runner.stop()
+        worker.join(30)
+    assert _committed(settings, "parse") == len(files)
+
+
+class _Buggy(ParseStage):
+    """A parse stage with a bug that one document triggers (not a RagstreamError)."""
+
+    name: ClassVar[str] = "parse"
+    batch_limit: ClassVar[int | None] = None
+    cursed: ClassVar[set[object]] = set()
+
+    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+        if any(m.document_id in self.cursed for m in batch):
+            raise KeyError("a bug this document triggers")
+        return super().process(batch, ctx)
+
+
+def test_a_wrong_event_or_a_bug_in_stage_code_is_dead_lettered_not_crash_looped(
+    settings: Settings,
+) -> None:
+    """Issue 14.3: an Avro-valid event with a wrong id, and a non-RagstreamError, end in the DLQ."""
+    import dataclasses
+
+    settings = settings.model_copy(
+        update={
+            "partitions": 1,
+            "max_batch_attempts": 2,
+            "retry_backoff_initial_s": 0.05,
+            "max_batch_wait_s": 0.5,
+        }
+    )
+    submitter = prepare(settings)
+    files = corpus.mixed(3, seed=17)
+    topic = settings.topic(topology.UPLOADED)
+    codec = make_codec(settings)
+    first = submitter.submit(files[0][1], filename=files[0][0]).document_id
+    (record,) = read_topic(settings, topology.UPLOADED, expect=1)
+    wrong = dataclasses.replace(codec.decode(record.value(), DocumentUploaded), document_id="x-1")
+    producer = EventProducer(settings)
+    producer.send(topic, key="x-1", value=codec.encode(wrong))
+    producer.wait()
+    buggy = submitter.submit(files[1][1], filename=files[1][0]).document_id
+    last = submitter.submit(files[2][1], filename=files[2][0]).document_id
+    _Buggy.cursed = {buggy}
+    engine = make_engine(settings)
+    ctx = StageContext(settings=settings, engine=engine, codec=codec)
+    stats = StageRunner(_Buggy(), settings, engine, ctx).run(max_messages=4, idle_timeout_s=15)
+    assert (stats.processed, stats.failed) == (2, 2)
+    assert _committed(settings, "parse") == 4
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(Document)).all()}
+    assert rows[first].status == rows[last].status == "parsed"
+    assert (rows[buggy].status, rows[buggy].error_class) == ("failed", "UnexpectedError")
+    assert "KeyError" in rows[buggy].error_message
+    dlq = read_topic(settings, topology.dlq(topology.UPLOADED), expect=2)
+    by_offset = {int(dict(m.headers())["ragstream-dlq-origin-offset"]): m for m in dlq}
+    assert sorted(by_offset) == [1, 2]
+    for m in dlq:
+        headers = dict(m.headers())
+        assert headers["ragstream-dlq-origin-topic"] == topic.encode()
+        assert headers["ragstream-dlq-origin-partition"] == b"0"
+        assert headers["ragstream-dlq-stage"] == b"parse"
+    assert dict(by_offset[1].headers())["ragstream-dlq-error-class"] == b"InvalidEvent"
+    assert by_offset[1].value() == codec.encode(wrong)
+    assert dict(by_offset[2].headers())["ragstream-dlq-error-class"] == b"UnexpectedError"
