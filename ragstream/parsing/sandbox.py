@@ -12,6 +12,11 @@ The fork server is a fresh interpreter, started on first use: unlike a
 multiprocessing child it never imports the caller's ``__main__`` nor inherits
 its threads, locks or connections. It exits when this process closes its end
 of the control socket, which the kernel does even on a crash.
+
+The fork server is given none of this process's secrets (an allow-list of
+environment variables) and confines itself, and so every parser it forks,
+before it serves: no network, no capabilities, where possible no file writes
+and no access to this process (:mod:`ragstream.parsing.confine`).
 """
 
 from __future__ import annotations
@@ -384,11 +389,13 @@ class _ForkServer:
             ready = ours.recv(4096)
         except OSError:
             ready = b""
-        if ready[:6] not in (b"READY", b"READY "):
+        word, _, held = ready.partition(b" ")
+        if word != b"READY":
             self.close()
             raise RetryableError("parse: the parser sandbox failed to start (see its log)")
         ours.settimeout(None)
-        self.confinement: list[str] = json.loads(ready[6:] or b"[]")
+        # What keeps its parsers from our secrets and the network (see confine).
+        self.confinement: list[str] = json.loads(held or b"[]")
         _log_confinement(self.confinement)
 
     @classmethod
@@ -469,15 +476,7 @@ def _package_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.realpath(ragstream.__file__)))
 
 
-_confinement_logged: list[str] | None = None
-
-
 def _log_confinement(held: list[str]) -> None:
-    """Say once (and again if it changes) what keeps parsers from secrets and network."""
-    global _confinement_logged
-    if held == _confinement_logged:
-        return
-    _confinement_logged = held
     log.info("parser sandbox: scrubbed environment; %s", "; ".join(held) or "nothing more")
     if not any(layer.startswith(("seccomp", "network namespace")) for layer in held):
         log.warning(

@@ -11,6 +11,13 @@ which the forked child talks to the parent. The fork server enforces the
 deadline (it is the child's parent, so a kill can never hit a recycled pid)
 and, once the child is reaped, appends ``EXIT <how> <value>\\n`` to that
 socket: ``code N``, ``signal N`` or ``timeout 0``.
+
+Before it says ``READY`` (followed by a JSON list of what holds), it confines
+itself, and so every child it will fork, with :mod:`ragstream.parsing.confine`:
+no network, no capabilities, no secrets. A request may carry ``probe``
+(``worker_pid`` and ``port``) instead of a document: the child then replies
+what it can read and reach (:func:`ragstream.parsing.confine.observe`), for
+tests and diagnosis.
 """
 
 from __future__ import annotations
@@ -155,9 +162,8 @@ def _become_child(
 
 def _observe(conn: socket.socket, probe: dict[str, int]) -> None:
     """Test and diagnosis only: reply what this child can reach, in place of a parse."""
-    from ragstream.parsing.confine import observe
-
-    body = json.dumps(observe(int(probe["worker_pid"]), int(probe["port"]))).encode("utf-8")
+    facts = confine.observe(int(probe["worker_pid"]), int(probe["port"]))
+    body = json.dumps(facts).encode("utf-8")
     conn.sendall(b"OK %d\n" % len(body) + body)
 
 
