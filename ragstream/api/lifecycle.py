@@ -14,20 +14,12 @@ import structlog
 from sqlalchemy import Connection, Row, delete, exists, func, select
 from sqlalchemy.orm import Session
 
-from ragstream import ids, state, topology
+from ragstream import crypto, ids, state, topology
 from ragstream.api.services import Services
 from ragstream.consumers.chunk import chunk_created
 from ragstream.consumers.parse import parsed_event
-from ragstream.db import blobs, repository
-from ragstream.db.models import (
-    ChunkBuffer,
-    Document,
-    DocumentPart,
-    Job,
-    LlamaParseJob,
-    ParseBuffer,
-    VectorBuffer,
-)
+from ragstream.db import purge, repository
+from ragstream.db.models import ChunkBuffer, Document, DocumentPart, Job, ParseBuffer, VectorBuffer
 from ragstream.producers.producer import document_spread
 from ragstream.schemas.events import Event, utc_now
 from ragstream.state import DocumentStatus, Stage
@@ -164,6 +156,10 @@ def _emit(services: Services, document_id: uuid.UUID, job_id: uuid.UUID, stage: 
                 )
             ]
         else:
+            with services.engine.begin() as conn:
+                doc_key = crypto.key_for(conn, document_id)
+            if doc_key is None:
+                return  # deleted meanwhile
             chunks = list(
                 session.execute(
                     select(ChunkBuffer)
@@ -176,22 +172,25 @@ def _emit(services: Services, document_id: uuid.UUID, job_id: uuid.UUID, stage: 
                 (
                     topology.CHUNKED,
                     str(c.id),
-                    chunk_created(
-                        chunk_id=c.id,
-                        document_id=document_id,
-                        job_id=job_id,
-                        tenant=document.tenant,
-                        chunk_index=c.chunk_index,
-                        chunk_count=len(chunks),
-                        text=c.text,
-                        token_count=c.token_count,
-                        pages=c.pages,
-                        heading_path=c.heading_path,
-                        chunker_version=c.chunker_version,
-                        chunker_config_hash=c.chunker_config_hash,
-                        parser=c.parser,
-                        parser_version=c.parser_version,
-                        created_at=now,
+                    crypto.seal_chunk(
+                        chunk_created(
+                            chunk_id=c.id,
+                            document_id=document_id,
+                            job_id=job_id,
+                            tenant=document.tenant,
+                            chunk_index=c.chunk_index,
+                            chunk_count=len(chunks),
+                            text=c.text,
+                            token_count=c.token_count,
+                            pages=c.pages,
+                            heading_path=c.heading_path,
+                            chunker_version=c.chunker_version,
+                            chunker_config_hash=c.chunker_config_hash,
+                            parser=c.parser,
+                            parser_version=c.parser_version,
+                            created_at=now,
+                        ),
+                        doc_key,
                     ),
                     document_spread(document_id, c.chunk_index),
                 )
@@ -206,10 +205,11 @@ def _emit(services: Services, document_id: uuid.UUID, job_id: uuid.UUID, stage: 
 
 
 def delete_document(services: Services, tenant: str, document_id: uuid.UUID) -> Deleted:
-    """Remove the document with its jobs, chunks and vectors, then tombstone its keys.
+    """Remove the document with every row holding its text, then tombstone its keys.
 
-    Blobs go too when no other document or parse result refers to them (the
-    store is content-addressed, so another tenant may hold the same bytes).
+    Blobs and embedding-cache rows go too when no other document refers to them
+    (both are content-addressed, so another tenant may hold the same bytes).
+    Deleting its key shreds the text in the topics (``ragstream/crypto.py``).
     """
     with services.engine.begin() as conn:
         document = _locked_document(conn, tenant, document_id)
@@ -230,33 +230,26 @@ def delete_document(services: Services, tenant: str, document_id: uuid.UUID) -> 
             .select_from(VectorBuffer)
             .where(VectorBuffer.document_id == document_id)
         ).scalar_one()
-        # Every blob the document refers to, locked before its references go: an upload
-        # of the same bytes (another tenant's document) holding one commits its own
-        # reference first, or waits for this delete and stores the bytes again.
-        candidates = {document.sha256} | _blob_references(conn, document_id)
-        locked = blobs.lock_for_delete(conn, candidates)
-        conn.execute(delete(Document).where(Document.id == document_id))
-        blobs.delete_unreferenced(conn, locked)
-    _tombstones(services, document_id, chunks)
+        parts = list(
+            conn.execute(
+                select(DocumentPart.part_index)
+                .where(DocumentPart.document_id == document_id)
+                .distinct()
+            ).scalars()
+        )
+        # Every row that holds its text goes in this transaction, its key included:
+        # the copies of its text in the topics are unreadable from this commit on.
+        purge.purge_documents(conn, [document_id])
+    _tombstones(services, document_id, chunks, parts)
     log.info("deleted", document_id=str(document_id), chunks=len(chunks), vectors=vectors)
     return Deleted(chunks=len(chunks), vectors=int(vectors))
 
 
-def _blob_references(conn: Connection, document_id: uuid.UUID) -> set[str]:
-    """The blobs of the document's parse results, its PDF parts and its LlamaParse results."""
-    found: set[str] = set()
-    for column, owner in (
-        (ParseBuffer.text_blob_sha256, ParseBuffer.document_id),
-        (DocumentPart.parsed_blob_sha256, DocumentPart.document_id),
-        (LlamaParseJob.result_blob_sha256, LlamaParseJob.document_id),
-    ):
-        rows = conn.execute(select(column).where(owner == document_id)).scalars()
-        found |= {sha for sha in rows if sha}
-    return found
-
-
 def _tombstones(
-    services: Services, document_id: uuid.UUID, chunks: list[tuple[uuid.UUID, int]]
+    services: Services,
+    document_id: uuid.UUID,
+    chunks: list[tuple[uuid.UUID, int]],
+    parts: list[int],
 ) -> None:
     """A null value for every key the document had, on its partition, so compacted topics
     forget it."""
@@ -264,6 +257,15 @@ def _tombstones(
     with services.publish_lock:
         for topic in (topology.UPLOADED, topology.PARSED, topology.EMBEDDED):
             services.producer.send(settings.topic(topic), str(document_id), None)
+        for index in parts:  # part 0 travels under the document's own key
+            if not index:
+                continue
+            services.producer.send(
+                settings.topic(topology.UPLOADED),
+                f"{document_id}:{index}",
+                None,
+                spread=document_spread(document_id, index),
+            )
         for chunk_id, index in chunks:
             services.producer.send(
                 settings.topic(topology.CHUNKED),

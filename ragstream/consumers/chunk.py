@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy import delete
 
-from ragstream import ids, topology
+from ragstream import crypto, ids, topology
 from ragstream.chunking import CHUNKER_VERSION, ChunkerConfig, chunk_document
 from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, StageOutput
 from ragstream.db import blobs
@@ -40,7 +40,11 @@ class ChunkStage(Stage):
 
     def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:
         event: DocumentParsed = message.event
-        with ctx.engine.connect() as conn:
+        with ctx.engine.begin() as conn:
+            # The chunks' text travels sealed with the document's key (crypto-shredding).
+            key = crypto.key_for(conn, uuid.UUID(event.document_id))
+            if key is None:
+                return StageOutput()  # the document was deleted: nothing to chunk
             parsed = ParsedDocument.from_json(blobs.get(conn, event.text_blob_sha256))
         chunks = chunk_document(
             parsed, self.config, self.count_tokens, count_tokens_batch=self.count_tokens_batch
@@ -83,22 +87,25 @@ class ChunkStage(Stage):
                 Outgoing(
                     ctx.topic(topology.CHUNKED),
                     str(chunk_id),
-                    chunk_created(
-                        chunk_id=chunk_id,
-                        document_id=document_id,
-                        job_id=job_id,
-                        tenant=event.tenant,
-                        chunk_index=chunk.index,
-                        chunk_count=len(chunks),
-                        text=chunk.text,
-                        token_count=chunk.token_count,
-                        pages=chunk.pages,
-                        heading_path=chunk.heading_path,
-                        chunker_version=CHUNKER_VERSION,
-                        chunker_config_hash=self.config_hash,
-                        parser=event.parser,
-                        parser_version=event.parser_version,
-                        created_at=now,
+                    crypto.seal_chunk(
+                        chunk_created(
+                            chunk_id=chunk_id,
+                            document_id=document_id,
+                            job_id=job_id,
+                            tenant=event.tenant,
+                            chunk_index=chunk.index,
+                            chunk_count=len(chunks),
+                            text=chunk.text,
+                            token_count=chunk.token_count,
+                            pages=chunk.pages,
+                            heading_path=chunk.heading_path,
+                            chunker_version=CHUNKER_VERSION,
+                            chunker_config_hash=self.config_hash,
+                            parser=event.parser,
+                            parser_version=event.parser_version,
+                            created_at=now,
+                        ),
+                        key,
                     ),
                     spread=document_spread(document_id, chunk.index),
                 )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from prometheus_client import Counter
 from sqlalchemy import Connection, select
 
-from ragstream import ids, topology
+from ragstream import crypto, ids, topology
 from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, StageOutput
 from ragstream.db.models import EmbeddingCache, VectorBuffer
 from ragstream.embedding import Embedder, make_embedder
@@ -27,6 +27,10 @@ CACHE_LOOKUPS = Counter(
     "ragstream_embedding_cache_lookups_total",
     "Chunk texts looked up in the embedding cache, by outcome (hit, miss).",
     ("outcome",),
+)
+SHREDDED = Counter(
+    "ragstream_embed_shredded_total",
+    "Chunks skipped because their document was deleted (its key is gone).",
 )
 EMBEDDED_TEXTS = Counter(
     "ragstream_embedded_texts_total",
@@ -52,6 +56,26 @@ def cached_vectors(conn: Connection, keys: Sequence[str]) -> dict[str, list[floa
         select(EmbeddingCache.key, EmbeddingCache.embedding).where(EmbeddingCache.key.in_(keys))
     )
     return {key: [float(x) for x in vector] for key, vector in rows}
+
+
+def _opened(batch: list[Incoming], ctx: StageContext) -> tuple[list[Incoming], list[ChunkCreated]]:
+    """The messages whose text opens with their document's key, and their readable events.
+
+    A chunk of a deleted document (its key is gone: crypto-shredded) is skipped:
+    there is nothing to embed, and nothing to fail.
+    """
+    with ctx.engine.connect() as conn:
+        keys = crypto.keys_for(conn, {uuid.UUID(m.event.document_id) for m in batch})
+    kept: list[Incoming] = []
+    events: list[ChunkCreated] = []
+    for message in batch:
+        try:
+            events.append(crypto.open_chunk(message.event, keys))
+        except crypto.Shredded:
+            SHREDDED.inc()
+            continue
+        kept.append(message)
+    return kept, events
 
 
 class EmbedStage(Stage):
@@ -99,8 +123,10 @@ class EmbedStage(Stage):
         return {**found, **new}
 
     def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
-        events: list[ChunkCreated] = [m.event for m in batch]
+        batch, events = _opened(batch, ctx)
         out = StageOutput()
+        if not batch:
+            return out
         model, version = self.embedder.name, self.embedder.version
         vectors = self._vectors([e.text for e in events], ctx, out)
         now = utc_now()

@@ -114,6 +114,23 @@ class Blob(Base):
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
 
 
+class DocumentKey(Base):
+    """A document's own key: its events' text is sealed with it (``ragstream/crypto.py``).
+
+    Deleted with the document, which makes every copy of that text in the
+    topics unreadable at once (crypto-shredding).
+    """
+
+    __tablename__ = "document_keys"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
 class ParseBuffer(Lineage, Base):
     __tablename__ = "document_parse_buffer"
 
@@ -188,7 +205,7 @@ class VectorBuffer(Lineage, Base):
     job_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
     model: Mapped[str] = mapped_column(Text, index=True)
     model_version: Mapped[str] = mapped_column(Text)
-    text_sha256: Mapped[str] = mapped_column(String(64))
+    text_sha256: Mapped[str] = mapped_column(String(64), index=True)
     chunker_version: Mapped[str] = mapped_column(Text)
     chunker_config_hash: Mapped[str] = mapped_column(Text)
     parser: Mapped[str] = mapped_column(Text)
@@ -241,7 +258,7 @@ class EmbeddingCache(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     model: Mapped[str] = mapped_column(Text)
     model_version: Mapped[str] = mapped_column(Text)
-    text_sha256: Mapped[str] = mapped_column(String(64))
+    text_sha256: Mapped[str] = mapped_column(String(64), index=True)
     dimensions: Mapped[int] = mapped_column(Integer)
     embedding: Mapped[list[float]] = mapped_column(Vector())
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())

@@ -7,11 +7,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from ragstream import state
 from ragstream.db.models import Base, Document, Job
+from ragstream.db.purge import purge_documents
 from ragstream.state import DocumentStatus
 
 
@@ -112,13 +113,15 @@ def _retire_older_versions(conn: Connection, document_id: uuid.UUID) -> None:
     ).one()
     if done.external_id is None:
         return
-    conn.execute(
-        delete(Document).where(
+    older = conn.execute(
+        select(Document.id).where(
             Document.tenant == done.tenant,
             Document.external_id == done.external_id,
             Document.version < done.version,
         )
-    )
+    ).scalars()
+    # Their text goes with them: blobs, cache rows and keys only they used.
+    purge_documents(conn, list(older))
 
 
 def reset_for_reprocess(
