@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(
         default_factory=lambda: Path.home() / ".cache" / "ragstream",
-        description="Where downloaded Kafka jars are cached.",
+        description="Where downloaded Kafka jars and built ONNX models are cached.",
     )
 
     # --- topics -----------------------------------------------------------
@@ -155,9 +155,15 @@ class Settings(BaseSettings):
     embed_threads: int = Field(
         0,
         ge=0,
-        description="CPU threads one embed worker gives a local model (torch intra-op); "
-        "0 = torch's default, one per core. Several embed workers on one machine "
-        "should share the cores (cores / workers) rather than each take them all.",
+        description="CPU threads one embed worker gives a local model (torch or ONNX Runtime "
+        "intra-op); 0 = the runtime's default, one per core. Several embed workers on one "
+        "machine should share the cores (cores / workers) rather than each take them all.",
+    )
+    embed_runtime: Literal["auto", "onnx", "torch"] = Field(
+        "auto",
+        description="What runs the minilm model: onnx (ONNX Runtime, no torch needed), torch "
+        "(sentence-transformers), or auto: onnx when onnxruntime is installed, else torch. "
+        "Both give the same vectors under the same model name and version.",
     )
     embedding_cache: bool = Field(
         True,

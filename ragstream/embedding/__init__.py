@@ -1,7 +1,8 @@
 """Embedding backends behind one interface, chosen by ``Settings.embedder``.
 
 ``hash`` needs nothing but numpy and the bundled tokenizer (tests, CI);
-``minilm`` runs all-MiniLM-L6-v2 locally (the ``minilm`` extra);
+``minilm`` runs all-MiniLM-L6-v2 locally, on ONNX Runtime (the ``onnx`` extra,
+no torch) or on torch (the ``minilm`` extra);
 ``openai`` calls any OpenAI-compatible embeddings endpoint. All produce
 L2-normalized vectors; the database column expects 384 dimensions.
 """
@@ -32,12 +33,24 @@ __all__ = [
 def make_embedder(settings: Settings) -> Embedder:
     """The backend named by ``settings.embedder``, configured from ``settings``.
 
-    torch is imported only when ``minilm`` is chosen; without its extra this
-    raises :class:`MissingExtraError` (an ImportError) naming the install command.
+    ``minilm`` runs on ONNX Runtime or torch as ``settings.embed_runtime`` says
+    (see :func:`ragstream.embedding.onnx_runtime.minilm_runtime`); torch is imported
+    only for the latter. Without the needed extra this raises
+    :class:`MissingExtraError` (an ImportError) naming the install command.
     """
     if settings.embedder == "hash":
         return HashEmbedder(settings.hash_dimensions)
     if settings.embedder == "minilm":
+        from ragstream.embedding.onnx_runtime import minilm_runtime
+
+        if minilm_runtime(settings.embed_runtime) == "onnx":  # torch-free
+            from ragstream.embedding.onnx_runtime import OnnxEmbedder
+
+            return OnnxEmbedder(
+                batch_size=settings.embed_batch_size,
+                threads=settings.embed_threads,
+                cache_dir=settings.cache_dir / "onnx",
+            )
         from ragstream.embedding.minilm import MiniLMEmbedder
 
         return MiniLMEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads)

@@ -125,7 +125,7 @@ def test_chunks_fit_the_model_unchanged(model: MiniLMEmbedder) -> None:
 
 
 def test_make_embedder_builds_minilm() -> None:
-    embedder = make_embedder(Settings(embedder="minilm", embed_batch_size=4))
+    embedder = make_embedder(Settings(embedder="minilm", embed_runtime="torch", embed_batch_size=4))
     assert isinstance(embedder, MiniLMEmbedder)
     assert len(embedder.embed(["ok"])[0]) == 384
 
@@ -139,7 +139,7 @@ def test_embed_threads_sets_the_model_threads_and_keeps_the_vectors(
     texts = ["The cat sat on the mat.", "Kafka partitions order messages by key."]
     expected = model.embed(texts)
     try:
-        one = make_embedder(Settings(embedder="minilm", embed_threads=1))
+        one = make_embedder(Settings(embedder="minilm", embed_runtime="torch", embed_threads=1))
         assert torch.get_num_threads() == 1
         got = one.embed(texts)
         one.close()

