@@ -38,7 +38,9 @@ STAGES: dict[str, StageSpec] = {
 STAGE_NAMES = tuple(STAGES)
 
 # Every topic keeps its records (retention.ms=-1): replay from earliest and
-# back-filling a new embedding model both read the whole history.
+# back-filling a new embedding model both read the whole history. Deleting a
+# document cannot take its records out, so their text is sealed with its own key,
+# deleted with it (ragstream/crypto.py): its copies here are unreadable at once.
 TOPIC_CONFIG = {"retention.ms": "-1", "cleanup.policy": "delete"}
 
 
