@@ -35,7 +35,7 @@ from ragstream import topology
 from ragstream.consumers import metrics
 from ragstream.db.engine import make_engine
 from ragstream.db.models import Document
-from ragstream.errors import RagstreamError, UndecodableEvent
+from ragstream.errors import RagstreamError, UndecodableEvent, is_retryable
 from ragstream.logs import message_fields
 from ragstream.monitor import store
 from ragstream.monitor.alerts import AlertSink
@@ -69,9 +69,7 @@ STAGE_OF_TOPIC = {spec.input_topic: name for name, spec in topology.STAGES.items
 
 
 def _retryable(exc: BaseException) -> bool:
-    from ragstream.consumers.runner import _is_retryable
-
-    return _is_retryable(exc)
+    return is_retryable(exc)
 
 
 class Monitor:

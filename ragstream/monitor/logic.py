@@ -38,7 +38,7 @@ from ragstream.settings import Settings
 Timeline = dict[str, Any]
 STAGE_ORDER = topology.STAGE_NAMES
 
-# DLQ headers written by the stage runner (ragstream.consumers.runner._dlq_headers).
+# DLQ headers written by the stage runner (ragstream.consumers.runner.StageRunner._dlq_headers).
 DLQ_STAGE = "ragstream-dlq-stage"
 DLQ_DOCUMENT = "ragstream-dlq-document-id"
 DLQ_ERROR_CLASS = "ragstream-dlq-error-class"
