@@ -214,8 +214,9 @@ _PR_CAPBSET_DROP, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
 def drop_capabilities() -> str | None:
     """Give up every capability (root stays uid 0 but is no more than its files' owner):
     the kernel then checks this process like any other. ``None`` if it had none."""
-    header = struct.pack("=Ii", _LINUX_CAPABILITY_VERSION_3, 0)
-    data = ctypes.create_string_buffer(24)
+    packed = struct.pack("=Ii", _LINUX_CAPABILITY_VERSION_3, 0)  # struct __user_cap_header
+    header = ctypes.create_string_buffer(packed, len(packed))  # the kernel may write to it
+    data = ctypes.create_string_buffer(24)  # struct __user_cap_data[2]
     if _libc().capget(header, data) != 0:
         raise _errno_error("capget")
     if not any(data.raw):
@@ -223,7 +224,7 @@ def drop_capabilities() -> str | None:
     _libc().prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     for capability in range(64):  # the bounding set (numbers the kernel lacks: EINVAL)
         _libc().prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0)
-    if _libc().capset(header, bytes(24)) != 0:
+    if _libc().capset(header, ctypes.create_string_buffer(24)) != 0:
         raise _errno_error("capset")
     return "no capabilities"
 
