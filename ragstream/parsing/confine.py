@@ -46,11 +46,12 @@ it could read them. Two layers stop that:
   landlocked root), and a process without capabilities may not inspect one
   that has them, such as a root worker, whether or not Landlock is there.
 
-So: as root, anywhere, these reads fail; as another user they fail where
-Landlock is available. A non-root worker on a kernel or under a seccomp
-profile without Landlock remains readable to its children through
-``/proc`` (``mem`` too unless Yama's ``ptrace_scope`` is 1 or more): that
-needs no system call seccomp could tell apart from a parser's own reads.
+Where the fork server reports no Landlock (older kernels, Docker before 23),
+the worker makes itself non-dumpable (:func:`keep_children_out`): its
+``/proc`` entries then belong to root and need ``CAP_SYS_PTRACE``, which no
+parser has. So these reads fail as root and as any other user, in a container
+or not; the price of the fallback is that the worker leaves no core dump and a
+debugger needs root to attach to it.
 
 **Files.** Under Landlock the children cannot create, write, truncate, remove
 or rename any file (so a parser cannot plant code for the worker to import);
@@ -227,6 +228,18 @@ def drop_capabilities() -> str | None:
     if _libc().capset(header, ctypes.create_string_buffer(24)) != 0:
         raise _errno_error("capset")
     return "no capabilities"
+
+
+_PR_SET_DUMPABLE = 4
+
+
+def keep_children_out() -> None:
+    """Make this process non-dumpable: its ``/proc/<pid>`` entries (``environ``, ``mem``)
+    become root's, and a process of the same user without capabilities, such as a
+    parser, may no longer read them. For the worker, where its parsers are not under
+    Landlock. The cost: no core dumps, and debuggers need root."""
+    if _libc().prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        raise _errno_error("prctl(PR_SET_DUMPABLE)")
 
 
 # --- Landlock ------------------------------------------------------------------

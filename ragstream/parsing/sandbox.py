@@ -45,7 +45,7 @@ from ragstream.errors import (
     UnsupportedDocument,
 )
 from ragstream.parsing.child import memory_message
-from ragstream.parsing.confine import scrubbed_environ
+from ragstream.parsing.confine import keep_children_out, scrubbed_environ
 
 log = logging.getLogger(__name__)
 
@@ -397,6 +397,11 @@ class _ForkServer:
         # What keeps its parsers from our secrets and the network (see confine).
         self.confinement: list[str] = json.loads(held or b"[]")
         _log_confinement(self.confinement)
+        if not any(layer.startswith("Landlock") for layer in self.confinement):
+            # Nothing keeps the parsers out of our /proc entries (our environment and
+            # memory, secrets included) but this.
+            with contextlib.suppress(OSError):
+                keep_children_out()
 
     @classmethod
     def get(cls) -> _ForkServer:
