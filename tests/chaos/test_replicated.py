@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from ragstream import topology
@@ -107,12 +107,22 @@ def watermarks(s: Settings) -> dict[tuple[str, int], int]:
         found = {}
         for name in _topics(s):
             for p in metadata.topics[name].partitions:
-                found[(name, p)] = consumer.get_watermark_offsets(
-                    TopicPartition(name, p), timeout=10
-                )[1]
+                found[(name, p)] = _high(consumer, TopicPartition(name, p))
         return found
     finally:
         consumer.close()
+
+
+def _high(consumer: Consumer, tp: TopicPartition) -> int:
+    """A new leader answers OFFSET_NOT_AVAILABLE until its high watermark has caught up."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def busiest(s: Settings, leaders_among: set[int]) -> tuple[str, int, int]:
@@ -158,8 +168,14 @@ def probe_writes(s: Settings, **overrides: Any) -> list[str]:
 def check_topic_replication(s: Settings) -> None:
     """Every topic of the test: 3 replicas, min.insync.replicas=2."""
     admin = _admin(s)
+    names = [*_topics(s), s.topic(PROBE)]
+    poll(
+        lambda: set(names) <= set(admin.list_topics(timeout=10).topics),
+        timeout_s=30,
+        what="the new topics in the metadata",
+    )
     metadata = admin.list_topics(timeout=10)
-    for name in [*_topics(s), s.topic(PROBE)]:
+    for name in names:
         replicas = {len(p.replicas) for p in metadata.topics[name].partitions.values()}
         assert replicas == {3}, f"{name}: {replicas} replicas"
     resources = [ConfigResource("topic", name) for name in _topics(s)]
@@ -171,7 +187,7 @@ def check_topic_replication(s: Settings) -> None:
 @pytest.mark.parametrize(
     ("documents", "window_s"),
     [
-        pytest.param(6, 8.0, id="short", marks=pytest.mark.timeout(300)),
+        pytest.param(8, 8.0, id="short", marks=pytest.mark.timeout(300)),
         pytest.param(24, 25.0, id="long", marks=[pytest.mark.long, pytest.mark.timeout(1500)]),
     ],
 )
@@ -198,15 +214,19 @@ def test_leader_and_a_second_broker_killed_mid_run(
     assert probe_writes(s) == ["ok"] * s.partitions
 
     timings: dict[str, float] = {}
+    n = len(workload.items)
+    # Uploads in three waves: with three brokers, with two, and with one (these must block).
+    waves = (0, n // 2, (3 * n) // 4, n)
     with crew_of(s, tmp_path / "logs", seed=41) as crew:
         crew.start()
-        submitting = workload.submit_in_background(submitter, pace_s=0.5)
+        submitting = [workload.submit_in_background(submitter, pace_s=0.3, stop=waves[1])]
         try:
             # 1. The leader of the busiest partition, SIGKILLed under load.
             wait_for_progress(s, workload, "chunked", 2)
             topic, partition, first = busiest(s, {1, 2, 3})
             cluster.kill_broker(first)
             killed_at = time.monotonic()
+            timings["first_kill"] = killed_at - started
             poll(
                 lambda: first not in cluster.registered(),
                 timeout_s=60,
@@ -214,8 +234,11 @@ def test_leader_and_a_second_broker_killed_mid_run(
             )
             timings["fenced"] = time.monotonic() - killed_at
             # Two brokers left: min.insync.replicas is met, the pipeline carries on.
-            wait_for_progress(s, workload, "chunked", min(4, len(workload.items)))
+            submitting.append(
+                workload.submit_in_background(submitter, pace_s=0.3, start=waves[1], stop=waves[2])
+            )
             assert probe_writes(s) == ["ok"] * s.partitions
+            wait_for_progress(s, workload, "chunked", waves[1] + 1)
 
             # 2. A second broker: the leader of the busiest partition among the two left.
             left = set(cluster.alive())
@@ -223,6 +246,7 @@ def test_leader_and_a_second_broker_killed_mid_run(
             cluster.kill_broker(second)
             (survivor,) = left - {second}
             killed_at = time.monotonic()
+            timings["second_kill"] = killed_at - started
             names = [*_topics(s), s.topic(PROBE)]
             poll(
                 lambda: (
@@ -234,13 +258,16 @@ def test_leader_and_a_second_broker_killed_mid_run(
             )
             timings["isr_shrunk"] = time.monotonic() - killed_at
 
-            # 3. One broker left: nothing is acknowledged, whatever writes.
+            # 3. One broker left: nothing is acknowledged, whoever writes.
             window_start = time.monotonic()
             before = watermarks(s)
+            accepted = len(workload.submitted)
+            submitting.append(workload.submit_in_background(submitter, pace_s=0.3, start=waves[2]))
             pipeline_producer = probe_writes(s)
             no_retries = probe_writes(s, **{"enable.idempotence": False, "retries": 0})
             time.sleep(max(window_s - (time.monotonic() - window_start), 0.0))
             after = watermarks(s)
+            blocked = len(workload.submitted) - accepted
             window = time.monotonic() - window_start
             assert "ok" not in pipeline_producer, pipeline_producer
             assert set(no_retries) <= {
@@ -253,14 +280,18 @@ def test_leader_and_a_second_broker_killed_mid_run(
                 if h != before[(t, p)]
             }
             assert not moved, f"writes acknowledged with one broker in sync: {moved}"
+            assert blocked == 0, f"{blocked} uploads acknowledged with one broker in sync"
         finally:
-            # 4. Both back.
-            for broker in (1, 2, 3):
-                cluster.start_broker(broker)
+            # 4. Both back, started together.
+            restart_at = time.monotonic()
+            cluster.start()
         healed = time.monotonic()
+        timings["restart"] = healed - restart_at
         cluster.wait_in_sync()
         timings["in_sync"] = time.monotonic() - healed
-        submitting.result(timeout=240)
+        for wave in submitting:
+            wave.result(timeout=240)
+        assert not workload.refused, f"uploads refused, not delayed: {workload.refused}"
         finish(
             request,
             s,
@@ -270,12 +301,15 @@ def test_leader_and_a_second_broker_killed_mid_run(
             faults=2,
             healed_at=healed,
             extra=lambda: (
-                f"brokers=3 rf=3 min_isr=2 killed=b{first} (leader of {topic}[{partition}]) "
-                f"then b{second}; fenced in {timings['fenced']:.1f}s, ISR down to b{survivor} "
-                f"in {timings['isr_shrunk']:.1f}s; one broker for {window:.0f}s: "
-                f"0 writes acknowledged (pipeline producer {sorted(set(pipeline_producer))}, "
-                f"no-retry producer {sorted(set(no_retries))}); back in sync in "
-                f"{timings['in_sync']:.1f}s; total {time.monotonic() - started:.0f}s"
+                f"brokers=3 rf=3 min_isr=2; at {timings['first_kill']:.0f}s killed b{first} "
+                f"(leader of {topic.removeprefix(s.topic_prefix)}[{partition}]), fenced in "
+                f"{timings['fenced']:.1f}s; at {timings['second_kill']:.0f}s killed b{second}, "
+                f"ISR down to b{survivor} in {timings['isr_shrunk']:.1f}s; one broker for "
+                f"{window:.0f}s: 0 writes acknowledged ({n - waves[2]} uploads blocked, "
+                f"watermarks still, pipeline producer {sorted(set(pipeline_producer))}, "
+                f"no-retry producer {sorted(set(no_retries))}); both back in "
+                f"{timings['restart']:.1f}s, in sync {timings['in_sync']:.1f}s later; "
+                f"total {time.monotonic() - started:.0f}s"
             ),
         )
     offsets = _admin(s).list_topics("__consumer_offsets", timeout=10).topics["__consumer_offsets"]
