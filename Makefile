@@ -36,7 +36,7 @@ test: lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -m "not long"
 
 chaos-short: install
-	$(BIN)/pytest -q tests/chaos
+	$(BIN)/pytest -q -m "not long" tests/chaos
 
 bench-smoke: install
 	$(BIN)/pytest -q tests/integration/test_bench.py
