@@ -13,6 +13,7 @@ accounting must show nothing lost and nothing twice.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -25,7 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from ragstream import topology
-from ragstream.devstack import KafkaCluster, with_brokers
+from ragstream.devstack import Devstack, KafkaCluster, LocalKafka, resolve_addresses, with_brokers
 from ragstream.kafka import consumer_config, create_topics, producer_config
 from ragstream.settings import Settings
 from tests import corpus
@@ -60,6 +61,22 @@ def test_replication_settings_follow_the_broker_count() -> None:
     assert (explicit.replication_factor, explicit.min_insync_replicas) == (2, 1)
     with pytest.raises(ValueError, match="min_insync_replicas"):
         Settings(replication_factor=1, min_insync_replicas=2)
+
+
+def test_later_commands_find_the_devstack_broker_count(tmp_path: Path) -> None:
+    """`ragstream up --brokers 3` records the count; commands without it follow it."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    state = {"kafka_bootstrap": "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3", "database_url": "pg://"}
+    (data_dir / "devstack.json").write_text(json.dumps({**state, "kafka_brokers": 3}))
+    plain = Settings(data_dir=data_dir)
+    resolved = resolve_addresses(plain)
+    assert (resolved.devstack_brokers, resolved.replication_factor) == (3, 3)
+    assert resolved.min_insync_replicas == 2 and resolved.bootstrap == state["kafka_bootstrap"]
+    assert isinstance(Devstack(plain).kafka, KafkaCluster)
+    assert isinstance(Devstack(with_brokers(plain, 1)).kafka, LocalKafka)  # named: it wins
+    (data_dir / "devstack.json").write_text(json.dumps(state))  # written before the option
+    assert resolve_addresses(plain).replication_factor == 1
 
 
 def test_every_producer_writes_with_acks_all_and_idempotence() -> None:
