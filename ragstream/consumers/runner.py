@@ -51,8 +51,10 @@ from ragstream.consumers.health import HealthServer, refresh_lag
 from ragstream.consumers.offsets import OffsetBook, Position
 from ragstream.db import repository
 from ragstream.db.repository import Transition
+from ragstream.embedding.base import Embedder
 from ragstream.errors import (
     Action,
+    DependencyUnavailable,
     InvalidEvent,
     PermanentError,
     RetryPolicy,
@@ -73,6 +75,8 @@ __all__ = ["ATTEMPT_HEADER", "PAUSE_AFTER_S", "RunStats", "StageRunner"]
 ATTEMPT_HEADER = "ragstream-attempt"
 UUID_FIELDS = ("document_id", "job_id", "chunk_id", "embedding_id")
 """Event fields that must hold a UUID: one that does not makes the event invalid."""
+EMBEDDER_PROBE = "ragstream dependency probe"
+"""What the runner asks a stage's embedder to embed to learn whether it answers."""
 
 
 @dataclass
@@ -394,15 +398,43 @@ class StageRunner:
         metrics.MESSAGES.labels(self.stage.name, "dlq").inc(len(out.failures))
 
     def _dependencies_answer(self) -> bool:
-        """Whether the database and the broker both answer right now."""
+        """Whether everything the stage needs answers right now.
+
+        The database; the broker, with the input, output and DLQ topics each
+        having a leader for every partition; and the stage's embedder when it
+        has one (asked to embed a probe text). While any of them does not
+        answer, a failing batch is the dependency's fault, not its messages'.
+        """
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
-            self.consumer.list_topics(self.input_topic, timeout=5)
+            for topic in self._topics_written_or_read:
+                self._check_topic(topic)
+            embedder = getattr(self.stage, "embedder", None)
+            if isinstance(embedder, Embedder):
+                embedder.embed([EMBEDDER_PROBE])
         except Exception as exc:  # any failure means: not the message's fault, keep retrying
+            if as_permanent(exc) is not None:  # the probe itself refused: that is an answer
+                return True
             log.info("dependency_down", stage=self.stage.name, error=str(exc)[:300])
             return False
         return True
+
+    @property
+    def _topics_written_or_read(self) -> list[str]:
+        output = self.spec.output_topic
+        return [self.input_topic, self.dlq_topic] + (
+            [self.settings.topic(output)] if output else []
+        )
+
+    def _check_topic(self, topic: str) -> None:
+        """Raise unless ``topic`` exists and every partition of it has a leader."""
+        found = self.consumer.list_topics(topic, timeout=5).topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            raise DependencyUnavailable(f"topic {topic} unavailable: {found and found.error}")
+        leaderless = [p.id for p in found.partitions.values() if p.error or p.leader < 0]
+        if leaderless:
+            raise DependencyUnavailable(f"topic {topic}: no leader for partitions {leaderless}")
 
     def _mark_started(self, batch: list[Incoming]) -> None:
         status = self.stage.started_status

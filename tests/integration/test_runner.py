@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -597,3 +598,107 @@ def test_a_wrong_event_or_a_bug_in_stage_code_is_dead_lettered_not_crash_looped(
     assert dict(by_offset[1].headers())["ragstream-dlq-error-class"] == b"InvalidEvent"
     assert by_offset[1].value() == codec.encode(wrong)
     assert dict(by_offset[2].headers())["ragstream-dlq-error-class"] == b"UnexpectedError"
+
+
+class _OutageEndpoint:
+    """An OpenAI-compatible embeddings endpoint that answers 503 + Retry-After until healed."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from ragstream.embedding import HashEmbedder
+
+        self.down = True
+        self.calls: list[tuple[float, bool, list[str]]] = []  # (when, answered 503, texts)
+        embedder = HashEmbedder(384)
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                texts = [str(t) for t in body["input"]]
+                endpoint.calls.append((time.monotonic(), endpoint.down, texts))
+                if endpoint.down:
+                    answer, status = b'{"error": "overloaded"}', 503
+                else:
+                    vectors = embedder.embed(texts)
+                    data = [
+                        {"object": "embedding", "index": i, "embedding": v}
+                        for i, v in enumerate(vectors)
+                    ]
+                    answer, status = json.dumps({"object": "list", "data": data}).encode(), 200
+                self.send_response(status)
+                if status == 503:
+                    self.send_header("Retry-After", str(retry_after_s))
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_an_embedder_outage_is_waited_out_without_failing_documents(settings: Settings) -> None:
+    """Issue 14.4: 503 + Retry-After from the embedder backs off (as asked) and fails nothing."""
+    endpoint = _OutageEndpoint(retry_after_s=1)
+    try:
+        settings = settings.model_copy(
+            update={
+                "embedder": "openai",
+                "openai_base_url": endpoint.base_url,
+                "openai_model": "outage-test",
+                "openai_timeout_s": 10.0,
+                "max_batch_attempts": 2,
+                "retry_backoff_initial_s": 0.05,
+                "retry_backoff_max_s": 0.2,
+            }
+        )
+        submitter = prepare(settings)
+        ids = [submitter.submit(d, filename=n).document_id for n, d in corpus.mixed(2, seed=18)]
+        assert build_runner(settings, "parse").run(max_messages=2, idle_timeout_s=10).processed == 2
+        assert build_runner(settings, "chunk").run(max_messages=2, idle_timeout_s=10).processed == 2
+        engine = make_engine(settings)
+        with engine.connect() as conn:
+            chunks = conn.execute(select(func.count()).select_from(ChunkBuffer)).scalar_one()
+        runner = build_runner(settings, "embed")
+        worker = threading.Thread(
+            target=lambda: runner.run(max_messages=chunks, idle_timeout_s=30), daemon=True
+        )
+        worker.start()
+        _wait_for(
+            lambda: len(endpoint.calls) >= 4, 30, "the embedder to be asked during the outage"
+        )
+        time.sleep(5)  # well past max_batch_attempts: nothing may fail meanwhile
+        with engine.connect() as conn:
+            assert "failed" not in set(conn.execute(select(Document.status)).scalars())
+        endpoint.down = False
+        worker.join(60)
+        assert not worker.is_alive()
+        stats = runner.stats
+        assert (stats.processed, stats.failed) == (chunks, 0)
+        assert stats.retries >= 3
+        with engine.connect() as conn:
+            assert set(conn.execute(select(Document.status)).scalars()) == {"embedding"}
+            vectors = conn.execute(select(func.count()).select_from(VectorBuffer)).scalar_one()
+        assert vectors == chunks and len(ids) == 2
+        assert read_topic(settings, topology.dlq(topology.CHUNKED), expect=1, timeout_s=3) == []
+        # Retry-After was honoured: the batch was not tried again sooner than asked.
+        probe = ["ragstream dependency probe"]  # the runner's own question: is it back?
+        tries = [when for when, down, texts in endpoint.calls if down and texts != probe]
+        gaps = [b - a for a, b in itertools.pairwise(tries)]
+        assert gaps and min(gaps) >= 0.9
+    finally:
+        endpoint.close()
