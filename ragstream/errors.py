@@ -1,9 +1,13 @@
 """One error policy for the whole pipeline.
 
-Every failure a stage can raise is a :class:`RagstreamError`. The runner looks
-only at :attr:`RagstreamError.retryable`: retryable errors are backed off and
-retried without committing; permanent ones send the message to the DLQ and mark
-its document ``failed``. No stage catches and classifies errors by itself.
+Every failure a stage can raise is a :class:`RagstreamError`. The runner asks
+:class:`RetryPolicy` (at the end of this module) what an error means, and
+nothing else: retryable errors are backed off (never sooner than their
+``retry_after_s``) and retried without committing; permanent ones send the
+message to the DLQ and mark its document ``failed``; any other exception is
+retried a bounded number of times, then dead-lettered too, so one message never
+crash-loops a stage. :func:`is_retryable` and :func:`is_permanent` are the
+public classifiers. No stage catches and classifies errors by itself.
 """
 
 from __future__ import annotations
