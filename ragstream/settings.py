@@ -110,9 +110,10 @@ class Settings(BaseSettings):
     max_batch_attempts: int = Field(
         8,
         ge=2,
-        description="Attempts at a batch failing with a retryable error while the database "
-        "and the broker answer; then its messages are tried one by one and one that still "
-        "fails goes to the DLQ. While a dependency is down, retries never stop.",
+        description="Attempts at a batch failing with a retryable (or unexpected) error "
+        "while its dependencies answer (database, topics, embedder); then its messages are "
+        "tried one by one and one that still fails goes to the DLQ. While a dependency is "
+        "down, retries never stop.",
     )
     dlq_max_attempts: int = Field(
         3, ge=1, description="DLQ replays of one message before it stays in the DLQ."
