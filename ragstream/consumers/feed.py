@@ -116,6 +116,8 @@ class PartitionFeed:
                 log.info("resume_on_revoke_failed", stage=self.stage, error=str(exc)[:300])
 
     def _resume_returned(self) -> None:
+        if not self._resume_when_assigned:
+            return
         ready = self._resume_when_assigned & _keys(self.consumer.assignment())
         if ready:
             self.consumer.resume(_partitions(ready))
