@@ -222,6 +222,7 @@ def up(
     os.environ.update(env)
     roles = [name for name in UP_ROLES if name in _commands()]
     api_key = _ensure_api_key(settings) if "api" in roles else None
+    operator_key = _ensure_operator_key(settings) if "api" in roles else None
     pid = start_background(
         _supervisor_pid(settings),
         settings.data_dir / "logs",
@@ -240,11 +241,15 @@ def up(
     console.print(f"logs       {settings.data_dir / 'logs'}")
     if api_key is not None:
         console.print(f"api        {settings.api_url}  (docs {settings.api_url}/docs)")
-        console.print(f"api key    {api_key}  (tenant default)")
+        console.print(f"api key    {api_key[0]}  (tenant {api_key[1]})")
     if "monitor" in roles:
         console.print(f"monitor    metrics on :{settings.monitor_metrics_port}/metrics")
     if "api" in roles:
         console.print(f"dashboard  http://127.0.0.1:{settings.api_port}/dashboard")
+        if operator_key is None:
+            console.print("           (needs an operator key: add one as 'KEY:*' to API_KEYS)")
+        else:
+            console.print(f"operator   {operator_key}  (dashboard: any user, this as password)")
     if ingest_path:
         _ingest(settings, ingest_path, wait=wait, timeout=timeout, as_json=False)
 
@@ -300,22 +305,31 @@ def ingest(
     _report(items, time.monotonic() - started, as_json=as_json)
 
 
-def _ensure_api_key(settings: Settings) -> str:
-    from ragstream.api.keys import InvalidApiKeys, ensure_key
+def _ensure_api_key(settings: Settings) -> tuple[str, str]:
+    """The key `up` prints, and its tenant ('*' for an operator key)."""
+    from ragstream.api.keys import InvalidApiKeys, ensure_key, load_keys
 
     try:
-        return ensure_key(settings)[0]
+        key = ensure_key(settings)[0]
+        return key, load_keys(settings)[key]
     except InvalidApiKeys as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
 
 
-def _stored_api_key(settings: Settings) -> str:
-    from ragstream.api.keys import DEFAULT_TENANT, key_file, load_keys
+def _ensure_operator_key(settings: Settings) -> str | None:
+    from ragstream.api.keys import ensure_operator_key
 
-    for key, tenant in load_keys(settings).items():
-        if tenant == DEFAULT_TENANT:
-            return key
+    return ensure_operator_key(settings)
+
+
+def _stored_api_key(settings: Settings) -> str:
+    from ragstream.api.keys import cli_key, is_operator, key_file, load_keys
+
+    tenants = {k: t for k, t in load_keys(settings).items() if not is_operator(t)}
+    found = cli_key(tenants, settings.tenant)
+    if found is not None:
+        return found[0]
     console.print(
         f"[red]no API key: pass --api-key or run `ragstream up` ({key_file(settings)})[/red]"
     )

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         description="A PDF with more pages is parsed as parts of this many pages, in parallel "
         "across the parse workers, then merged.",
     )
+    pdf_max_pages: int = Field(
+        5000,
+        ge=1,
+        description="A PDF with more pages fails (stage parse, the page count in its error) "
+        "instead of being split into parts.",
+    )
     max_upload_bytes: int = Field(
         100 * 1024 * 1024, ge=1, description="Largest accepted document, in bytes."
     )
@@ -228,6 +234,12 @@ class Settings(BaseSettings):
     )
     webhook_tolerance_s: int = Field(
         300, ge=1, description="Largest age (either way) of a webhook's timestamp."
+    )
+    webhook_max_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest webhook body read before its signature is checked; a longer one "
+        "is answered 413 unread (a job whose callback is refused is completed by the poller).",
     )
     llamaparse_callback_timeout_s: float = Field(
         900.0, gt=0, description="A LlamaParse job without a result after this long is retried."

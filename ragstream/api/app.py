@@ -90,8 +90,12 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
         return _unavailable(settings, "the broker is")
 
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class _Metrics:
-    """Counts and times every request by its route template (not its raw path)."""
+    """Counts and times every request by its route template (not its raw path) and its
+    method (any other method counts as ``other``): no label carries what a caller sent."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -113,5 +117,6 @@ class _Metrics:
             await self.app(scope, receive, send_and_see)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            metrics.REQUESTS.labels(route, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            metrics.REQUESTS.labels(route, method, str(status)).inc()
             metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)

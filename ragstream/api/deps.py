@@ -5,12 +5,23 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import (
+    HTTPAuthorizationCredentials,
+    HTTPBasic,
+    HTTPBasicCredentials,
+    HTTPBearer,
+)
 
-from ragstream.api.keys import tenant_for
+from ragstream.api.keys import is_operator, tenant_for
 from ragstream.api.services import Services
 
 _bearer = HTTPBearer(auto_error=False, description="An API key; it names the caller's tenant.")
+_basic = HTTPBasic(
+    auto_error=False,
+    realm="ragstream operator",
+    description="For a browser: any user name, an operator key as the password.",
+)
+OPERATOR_CHALLENGE = 'Basic realm="ragstream operator", charset="UTF-8", Bearer'
 
 
 def get_services(request: Request) -> Services:
@@ -25,7 +36,8 @@ def get_tenant(
     services: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    """The caller's tenant, from its bearer key; 401 without a valid one."""
+    """The caller's tenant, from its bearer key; 401 without a valid one, 403 for an
+    operator key (it opens the operator views, no tenant's documents)."""
     tenant = tenant_for(services.keys, credentials.credentials) if credentials else None
     if tenant is None:
         raise HTTPException(
@@ -33,7 +45,37 @@ def get_tenant(
             "missing or invalid API key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    if is_operator(tenant):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "an operator key opens the operator views only; use a tenant's key here",
+        )
     return tenant
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def require_operator(
+    services: ServicesDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+) -> None:
+    """An operator key (tenant ``*``), as a bearer token or as the password of HTTP Basic
+    (what a browser sends for ``/dashboard``); 401 without a valid key, 403 for a tenant's."""
+    presented = bearer.credentials if bearer else basic.password if basic else None
+    tenant = tenant_for(services.keys, presented) if presented else None
+    if tenant is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or invalid API key; the operator views need an operator key",
+            headers={"WWW-Authenticate": OPERATOR_CHALLENGE},
+        )
+    if not is_operator(tenant):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            "the operator views need an operator key (tenant '*'), not a tenant's key",
+        )
+
+
+OperatorDep = Depends(require_operator)

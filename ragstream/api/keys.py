@@ -3,7 +3,12 @@
 Keys come from ``API_KEYS`` (``key:tenant,key:tenant``). Without it, the API
 and the CLI use the key file ``DATA_DIR/api_keys`` (mode 0600, same format, one
 pair a line), which ``ragstream up`` writes with a fresh key for tenant
-``default`` when there is none.
+``default`` and a fresh operator key when there is none.
+
+A key whose tenant is ``*`` is an operator key: it opens the operator views
+(``/dashboard``, ``/v1/dashboard``, ``/v1/alerts``), which show every tenant's
+documents, and nothing else; a tenant's key opens that tenant's documents and
+search, and not the operator views.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from pathlib import Path
 from ragstream.settings import Settings
 
 DEFAULT_TENANT = "default"
+OPERATOR = "*"
+"""The tenant name of an operator key."""
 
 
 class InvalidApiKeys(ValueError):
@@ -51,24 +58,60 @@ def load_keys(settings: Settings) -> dict[str, str]:
     return {}
 
 
+def is_operator(tenant: str) -> bool:
+    return tenant == OPERATOR
+
+
+def cli_key(keys: dict[str, str], tenant: str = DEFAULT_TENANT) -> tuple[str, str] | None:
+    """The key the CLI uses, with its tenant: ``tenant``'s, else ``default``'s, else any
+    tenant's, else an operator key; None when there are no keys."""
+    ranked = sorted(
+        keys.items(),
+        key=lambda kv: (kv[1] != tenant, kv[1] != DEFAULT_TENANT, is_operator(kv[1])),
+    )
+    return ranked[0] if ranked else None
+
+
 def ensure_key(settings: Settings) -> tuple[str, bool]:
-    """A key of tenant ``default`` for the CLI; generated (and stored 0600) when none exists.
+    """A key for the CLI (see :func:`cli_key`); without ``API_KEYS`` and a key file, one
+    for tenant ``default`` is generated (and stored 0600).
 
     Returns the key and whether it was generated now.
     """
-    for key, tenant in load_keys(settings).items():
-        if tenant == DEFAULT_TENANT:
-            return key, False
+    found = cli_key(load_keys(settings), settings.tenant)
+    if found is not None:
+        return found[0], False
     if settings.api_keys is not None:
-        raise InvalidApiKeys("API_KEYS is set but has no key for tenant 'default'")
+        raise InvalidApiKeys("API_KEYS is set but holds no key")
     key = "rs_" + secrets.token_urlsafe(32)
+    _write_key_file(settings, f"{key}:{DEFAULT_TENANT}\n")
+    return key, True
+
+
+def ensure_operator_key(settings: Settings) -> str | None:
+    """An operator key; without ``API_KEYS``, one is added to the key file when it has none.
+
+    None when ``API_KEYS`` is set and names no operator (``key:*``).
+    """
+    keys = load_keys(settings)
+    for key, tenant in keys.items():
+        if is_operator(tenant):
+            return key
+    if settings.api_keys is not None:
+        return None
+    key = "rs_op_" + secrets.token_urlsafe(32)
+    lines = "".join(f"{k}:{t}\n" for k, t in keys.items())
+    _write_key_file(settings, f"{lines}{key}:{OPERATOR}\n")
+    return key
+
+
+def _write_key_file(settings: Settings, text: str) -> None:
     path = key_file(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write(f"{key}:{DEFAULT_TENANT}\n")
+        out.write(text)
     os.chmod(path, 0o600)
-    return key, True
 
 
 def tenant_for(keys: dict[str, str], presented: str) -> str | None:

@@ -133,8 +133,9 @@ class SearchCreate(BaseModel):
     model: str | None = Field(
         None,
         max_length=200,
-        description="Embedding model to search (hash, minilm, openai:<name>); "
-        "default: the active one (see `ragstream reembed --swap`).",
+        description="Embedding model to search (hash, minilm, openai:<name>): the configured "
+        "one, the active one, one built by `ragstream reembed`, or one with vectors here; "
+        "others are refused with 400. Default: the active one (`ragstream reembed --swap`).",
     )
 
 

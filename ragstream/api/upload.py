@@ -18,8 +18,12 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 SPOOL_BYTES = 1024 * 1024
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PARTS = 100
+MAX_PART_HEADERS = 8
+MAX_PART_HEADER_BYTES = 8 * 1024
 FRAMING_ALLOWANCE_BYTES = 1024 * 1024
 FILE_FIELDS = frozenset({"file", "files"})
+TOO_MANY_HEADERS = f"a form part has more than {MAX_PART_HEADERS} headers"
+HEADERS_TOO_LARGE = f"the headers of a form part are larger than {MAX_PART_HEADER_BYTES} bytes"
 
 
 class UploadRejected(Exception):
@@ -75,6 +79,8 @@ class _Collector:
         self._header_field = bytearray()
         self._header_value = bytearray()
         self._headers: dict[bytes, bytes] = {}
+        self._header_count = 0
+        self._header_bytes = 0
 
     def callbacks(self) -> dict[str, object]:
         return {
@@ -98,19 +104,37 @@ class _Collector:
             self.fail(400, f"more than {MAX_PARTS} parts in the form")
         self._part = _Part()
         self._headers = {}
+        self._header_count = 0
+        self._header_bytes = 0
+
+    def _header_room(self, size: int) -> bool:
+        """Counts ``size`` more bytes of the part's headers; False (and the 413) past the cap."""
+        self._header_bytes += size
+        if self._header_bytes > MAX_PART_HEADER_BYTES:
+            self.fail(413, HEADERS_TOO_LARGE)
+            return False
+        return self.error is None
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._header_field += data[start:end]
+        if self._header_room(end - start):
+            self._header_field += data[start:end]
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
-        self._header_value += data[start:end]
+        if self._header_room(end - start):
+            self._header_value += data[start:end]
 
     def on_header_end(self) -> None:
-        self._headers[bytes(self._header_field).lower()] = bytes(self._header_value)
+        self._header_count += 1
+        if self._header_count > MAX_PART_HEADERS:
+            self.fail(400, TOO_MANY_HEADERS)
+        if self.error is None:
+            self._headers[bytes(self._header_field).lower()] = bytes(self._header_value)
         self._header_field.clear()
         self._header_value.clear()
 
     def on_headers_finished(self) -> None:
+        if self.error is not None:
+            return
         disposition, options = parse_options_header(self._headers.get(b"content-disposition"))
         if disposition.lower() != b"form-data" or b"name" not in options:
             self.fail(400, "every form part needs Content-Disposition: form-data with a name")
@@ -163,6 +187,30 @@ class _Collector:
         self.ended = True
 
 
+def _parser(boundary: bytes, collector: _Collector) -> MultipartParser:
+    """The streaming parser, with its own part-header limits where it has them (>= 0.0.21)."""
+    callbacks = collector.callbacks()
+    try:
+        return MultipartParser(
+            boundary,
+            callbacks,  # type: ignore[arg-type]
+            max_header_count=MAX_PART_HEADERS,  # type: ignore[call-arg,unused-ignore]
+            max_header_size=MAX_PART_HEADER_BYTES,  # type: ignore[call-arg,unused-ignore]
+        )
+    except TypeError:
+        return MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+
+
+def _parser_error(exc: Exception) -> UploadRejected:
+    """The parser's error as the answer: its header limits are ours, said in our words."""
+    said = str(exc).lower()
+    if "header count" in said:
+        return UploadRejected(400, TOO_MANY_HEADERS)
+    if "header size" in said:
+        return UploadRejected(413, HEADERS_TOO_LARGE)
+    return UploadRejected(400, f"malformed multipart body: {exc}")
+
+
 def request_limit(max_file_bytes: int, max_files: int) -> int:
     """The largest request body: every file at its limit, plus the form's framing and fields."""
     return max_file_bytes * max_files + FRAMING_ALLOWANCE_BYTES
@@ -191,7 +239,7 @@ async def read_form(
     form = Form()
     collector = _Collector(form, max_file_bytes, max_files)
     try:
-        parser = MultipartParser(options[b"boundary"], collector.callbacks())  # type: ignore[arg-type]
+        parser = _parser(options[b"boundary"], collector)
     except ValueError as exc:
         raise UploadRejected(400, f"bad multipart boundary: {exc}") from None
     received = 0
@@ -203,7 +251,7 @@ async def read_form(
             try:
                 parser.write(chunk)
             except Exception as exc:  # the parser's own errors: the body is not multipart
-                raise UploadRejected(400, f"malformed multipart body: {exc}") from None
+                raise collector.error or _parser_error(exc) from None
             if collector.error is not None:
                 raise collector.error
         parser.finalize()

@@ -1,6 +1,6 @@
 """``GET /v1/alerts``: the monitor's open alerts and the recently resolved ones.
 
-Operational data, like ``/metrics``: no API key, no tenant filter.
+Every tenant's documents and errors: an operator key only (see ``deps.require_operator``).
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
-from ragstream.api.deps import ServicesDep
+from ragstream.api.deps import OperatorDep, ServicesDep
 from ragstream.monitor import store
 
-router = APIRouter(tags=["monitoring"])
+router = APIRouter(tags=["monitoring"], dependencies=[OperatorDep])
 
 
 @router.get("/v1/alerts")

@@ -1,6 +1,8 @@
 """``/dashboard``: one live page of the pipeline; ``/v1/dashboard`` is the data it shows.
 
 Plain HTML and a small script, polling the JSON every few seconds; no build step.
+All of it needs an operator key: a browser asks for one (HTTP Basic, the key as the
+password) and sends it with the page's own requests.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from ragstream.api.deps import ServicesDep
+from ragstream.api.deps import OperatorDep, ServicesDep
 from ragstream.db.models import Document
 from ragstream.monitor import store
 from ragstream.progress import status_counts
 from ragstream.state import DocumentStatus
 from ragstream.topology import STAGE_NAMES
 
-router = APIRouter(tags=["monitoring"])
+router = APIRouter(tags=["monitoring"], dependencies=[OperatorDep])
 
 FAILURES_SHOWN = 10
 

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
 from ragstream import search as searching
+from ragstream.api import searchable
 from ragstream.api.deps import ServicesDep, TenantDep
 from ragstream.api.models import ErrorPublic, SearchCreate, SearchHitPublic, SearchPublic
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
 
-@router.post("", responses={401: {"model": ErrorPublic}, 503: {"model": ErrorPublic}})
+@router.post(
+    "",
+    responses={
+        400: {"model": ErrorPublic, "description": "A model not searchable here."},
+        401: {"model": ErrorPublic},
+        503: {"model": ErrorPublic},
+    },
+)
 def search(body: SearchCreate, services: ServicesDep, tenant: TenantDep) -> SearchPublic:
-    """The chunks of the tenant's complete documents closest to ``query``, best first."""
-    embedder = services.embedders.get(body.model)
+    """The chunks of the tenant's complete documents closest to ``query``, best first.
+
+    ``model`` may name the configured model, the active one, one built by ``ragstream
+    reembed``, or one with vectors here; any other is refused (400) before it is loaded.
+    """
+    model = None
+    if body.model:
+        try:
+            model = searchable.check(services.settings, services.engine, body.model)
+        except searchable.ModelNotServed as exc:
+            raise HTTPException(400, exc.message) from None
+    embedder = services.embedders.get(model)
     hits = searching.search(
         services.engine,
         embedder,

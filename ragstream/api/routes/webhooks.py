@@ -1,6 +1,7 @@
 """``/v1/webhooks/llamaparse``: LlamaParse's signed callback, accepted once per webhook id.
 
-Nothing is read from the body before the signature holds. The result is
+Nothing is read from the body before the signature holds, and no more of it is
+read than ``WEBHOOK_MAX_BYTES`` (a callback names its job; it needs no more). The result is
 taken from the body when it carries the pages, else fetched from LlamaParse;
 either way it goes through the same idempotent write as the poller's.
 """
@@ -25,20 +26,21 @@ from ragstream.llamaparse.signature import WebhookRejected, verify
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
-MAX_WEBHOOK_BYTES = 64 * 1024 * 1024
 SUCCESS_EVENTS = frozenset({"parse.success", "parse.partial_success"})
 FAILURE_EVENTS = frozenset({"parse.error", "parse.cancelled"})
 
 
-async def _body(request: Request) -> bytes:
+async def _body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 once it passes ``limit`` (declared or received)."""
+    too_large = f"webhook body is larger than {limit} bytes (WEBHOOK_MAX_BYTES)"
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_WEBHOOK_BYTES:
-        raise HTTPException(413, "webhook body too large")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _reject(413, too_large)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_WEBHOOK_BYTES:
-            raise HTTPException(413, "webhook body too large")
+        if len(body) > limit:
+            raise _reject(413, too_large)
     return bytes(body)
 
 
@@ -53,6 +55,7 @@ def _reject(status: int, message: str) -> HTTPException:
         400: {"model": ErrorPublic},
         401: {"model": ErrorPublic},
         404: {"model": ErrorPublic, "description": "Unknown job; send again later."},
+        413: {"model": ErrorPublic, "description": "Body over WEBHOOK_MAX_BYTES."},
         503: {"model": ErrorPublic},
     },
 )
@@ -61,7 +64,7 @@ async def llamaparse_webhook(request: Request, services: ServicesDep) -> Webhook
     secret = services.settings.webhook_secret
     if secret is None:
         raise _reject(401, "webhooks are not configured (no WEBHOOK_SECRET)")
-    body = await _body(request)
+    body = await _body(request, services.settings.webhook_max_bytes)
     try:
         verified = verify(
             secret.get_secret_value(),
