@@ -17,7 +17,7 @@ from ragstream.db import blobs
 from ragstream.db.models import ParseBuffer
 from ragstream.db.repository import Transition
 from ragstream.documents import ParsedDocument, ParsedPayload, SpooledPayload
-from ragstream.errors import CorruptDocument
+from ragstream.errors import CorruptDocument, ParserLimitExceeded
 from ragstream.parsing.core import NO_TEXT
 from ragstream.parsing.sandbox import parse_spooled
 from ragstream.schemas.events import DocumentParsed, DocumentUploaded, utc_now
@@ -60,6 +60,11 @@ class ParseStage(Stage):
         )
         del upload
         try:
+            if parsed.page_count and parsed.page_count > ctx.settings.pdf_max_pages:
+                raise ParserLimitExceeded(
+                    f"the document has {parsed.page_count} pages, more than the limit of "
+                    f"{ctx.settings.pdf_max_pages} (RAGSTREAM_PDF_MAX_PAGES)"
+                )
             if parsed.page_count and parsed.page_count > ctx.settings.pdf_part_pages:
                 first = parsed.load() if isinstance(parsed, SpooledPayload) else parsed
                 return parts.fan_out(message, first, ctx)

@@ -32,6 +32,8 @@ from ragstream.producers.producer import document_spread
 from ragstream.schemas.events import DocumentUploaded, utc_now
 from ragstream.state import DocumentStatus
 
+PART_ROWS_PER_STATEMENT = 5000
+
 
 def page_ranges(page_count: int, part_pages: int) -> list[tuple[int, int]]:
     """(first, last) pages of each part, 1-based and inclusive."""
@@ -61,7 +63,10 @@ def fan_out(message: Incoming, first: ParsedPayload, ctx: StageContext) -> Stage
         for index, (start, end) in enumerate(ranges)
     ]
     # A redelivered split must not forget parts parsed meanwhile: insert, never overwrite.
-    out.statements.append(insert(DocumentPart).values(rows).on_conflict_do_nothing())
+    # In pieces: one statement carries at most 65535 bind parameters (six per row here).
+    for start in range(0, len(rows), PART_ROWS_PER_STATEMENT):
+        piece = rows[start : start + PART_ROWS_PER_STATEMENT]
+        out.statements.append(insert(DocumentPart).values(piece).on_conflict_do_nothing())
     out.statements.append(_parsed(document_id, job_id, 0, blobs.sha256_of(payload), first))
     now = utc_now()
     for index, (start, end) in enumerate(ranges[1:], start=1):
