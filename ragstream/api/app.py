@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from confluent_kafka import KafkaException
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,6 +50,7 @@ def create_app(settings: Settings, *, poller: bool = True) -> FastAPI:
     ):
         app.include_router(router)
     _add_error_handlers(app, settings)
+    app.add_middleware(_BodyCap)
     app.add_middleware(_Metrics)
     return app
 
@@ -88,6 +89,42 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
     @app.exception_handler(KafkaException)
     async def broker_down(request: Request, exc: KafkaException) -> JSONResponse:
         return _unavailable(settings, "the broker is")
+
+
+BODY_BYTES = 1024 * 1024
+"""Largest body of a request that is neither an upload nor a webhook (which count their own)."""
+OWN_LIMITS = frozenset({("POST", "/v1/documents"), ("POST", "/v1/webhooks/llamaparse")})
+
+
+class _BodyCap:
+    """Refuses with 413 a body over ``BODY_BYTES``, declared or received, before it is read
+    whole: FastAPI reads a JSON body before the route's key is checked."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in OWN_LIMITS:
+            await self.app(scope, receive, send)
+            return
+        too_large = HTTPException(413, f"request body is larger than {BODY_BYTES} bytes")
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > BODY_BYTES:
+                response = JSONResponse({"detail": too_large.detail}, status_code=413)
+                await response(scope, receive, send)
+                return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > BODY_BYTES:
+                    raise too_large  # FastAPI passes it on as is: answered 413
+            return message
+
+        await self.app(scope, counted, send)
 
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

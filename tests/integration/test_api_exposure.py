@@ -322,3 +322,43 @@ def test_multipart_part_headers_are_capped_in_count_and_size(api: ApiServer) -> 
         )
         assert normal.status_code == 202, normal.text
         assert json.loads(normal.text)["documents"][0]["created"] is True
+
+
+# --- the other routes: a JSON body is read before the key is checked ----------
+
+
+def test_a_request_body_over_the_cap_is_413_before_it_is_read_even_without_a_key(
+    api: ApiServer,
+) -> None:
+    for path in ("/v1/search", "/v1/documents/00000000-0000-0000-0000-000000000001/reprocess"):
+        with socket.create_connection(("127.0.0.1", _port(api))) as sock:
+            sock.sendall(
+                b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+            )
+            answer = _read_answer(sock)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    sent = 0
+    chunk = b" " * 65536
+    with socket.create_connection(("127.0.0.1", _port(api))) as sock:
+        sock.sendall(
+            b"POST /v1/search HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        deadline = time.monotonic() + 60
+        while sent < 32 * 1024 * 1024 and time.monotonic() < deadline:
+            if select.select([sock], [], [], 0.002)[0]:
+                break  # answered
+            try:
+                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(chunk)
+        else:
+            sock.sendall(b"0\r\n\r\n")
+        answer = _read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+    assert sent < 8 * 1024 * 1024, f"{sent} bytes sent before the answer"
+    # A real search still goes through.
+    with _client(api, ZEBRA) as client:
+        assert client.post("/v1/search", json={"query": "x" * 1000}).status_code == 200
