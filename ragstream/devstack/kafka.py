@@ -86,8 +86,12 @@ class KafkaProcess:
             return
         cluster_id = cluster_id or new_cluster_id()
         result = subprocess.run(
-            self._java(
-                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config)
+            self._java(  # `=`: an id may start with '-', which would read as an option
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={cluster_id}",
+                "-c",
+                str(self.config),
             ),
             capture_output=True,
             text=True,
