@@ -34,7 +34,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     import onnx
 
-GRAPH_VERSION = "1"
+GRAPH_VERSION = "2"
 """Changes whenever the builder could emit a different graph; part of the cache key."""
 
 OPSET = 17
@@ -216,6 +216,23 @@ def build_graph(
         bias = g.const(f"{hint}_b", w(f"{name}.bias"))
         return g.op("Add", [g.op("MatMul", [x, weight], f"{hint}_mm"), bias], hint)
 
+    def add_and_norm(x: str, residual: str, dense: str, norm: str, hint: str) -> str:
+        """LayerNorm(x @ W.T + b + residual): ONNX Runtime's SkipLayerNormalization when fused."""
+        if not fused:
+            return layer_norm(g.op("Add", [linear(x, dense, hint), residual]), norm, f"{hint}_ln")
+        weight = g.const(f"{hint}_w", w(f"{dense}.weight").T)
+        projected = g.op("MatMul", [x, weight], f"{hint}_mm")
+        inputs = [projected, residual]
+        inputs += [g.const(f"{hint}_ln_{k}", w(f"{norm}.{k}")) for k in ("weight", "bias")]
+        inputs.append(g.const(f"{hint}_b", w(f"{dense}.bias")))
+        return g.op(
+            "SkipLayerNormalization",
+            inputs,
+            f"{hint}_ln",
+            domain=MS_DOMAIN,
+            epsilon=spec.layer_norm_eps,
+        )
+
     def layer_norm(x: str, name: str, hint: str) -> str:
         scale = g.const(f"{hint}_scale", w(f"{name}.weight"))
         bias = g.const(f"{hint}_bias", w(f"{name}.bias"))
@@ -296,8 +313,9 @@ def build_graph(
             ctx = g.op("MatMul", [probs, v], f"l{i}_ctx")
             ctx = g.op("Transpose", [ctx], f"l{i}_ctx_t", perm=[0, 2, 1, 3])
             context = g.op("Reshape", [ctx, merge_shape], f"l{i}_context")
-        attended = linear(context, f"{att}.output.dense", f"l{i}_att_out")
-        x = layer_norm(g.op("Add", [attended, x]), f"{att}.output.LayerNorm", f"l{i}_att_ln")
+        x = add_and_norm(
+            context, x, f"{att}.output.dense", f"{att}.output.LayerNorm", f"l{i}_att_out"
+        )
 
         inner = linear(x, f"{layer}.intermediate.dense", f"l{i}_ffn_in")
         if spec.hidden_act == "gelu":  # exact: 0.5 x (1 + erf(x / sqrt 2)); ORT fuses it
@@ -309,8 +327,9 @@ def build_graph(
             )
         else:
             inner = g.op("Relu", [inner], f"l{i}_relu")
-        out = linear(inner, f"{layer}.output.dense", f"l{i}_ffn_out")
-        x = layer_norm(g.op("Add", [out, x]), f"{layer}.output.LayerNorm", f"l{i}_ffn_ln")
+        x = add_and_norm(
+            inner, x, f"{layer}.output.dense", f"{layer}.output.LayerNorm", f"l{i}_ffn_out"
+        )
 
     # --- pooling, as sentence_transformers.models.Pooling ------------------------
     mask_3d = g.op("Unsqueeze", [mask_f, g.const("axis2", [2], np.int64)], "mask_3d")
