@@ -49,12 +49,18 @@ remember_role() {
     fi
 }
 
+# GET http://<this container's address>:PORT/PATH answers 200. The address is
+# the one the container's hostname resolves to (what other containers and the
+# published port reach), never the loopback: a server bound only to 127.0.0.1
+# is unreachable for its clients, so it must fail the check.
 http_ok() {
-    python3 - "$1" <<'EOF'
+    python3 - "$1" "$2" <<'EOF'
+import socket
 import sys
 import urllib.request
 
-url = sys.argv[1]
+address = socket.gethostbyname(socket.gethostname())
+url = f"http://{address}:{sys.argv[1]}{sys.argv[2]}"
 try:
     with urllib.request.urlopen(url, timeout=5) as response:
         sys.exit(0 if response.status == 200 else 1)
@@ -68,7 +74,7 @@ healthcheck() {
     role=$(cat "$ROLE_FILE" 2>/dev/null || true)
     case "$role" in
         api)
-            http_ok "http://127.0.0.1:${RAGSTREAM_API_PORT:-8000}/healthz"
+            http_ok "${RAGSTREAM_API_PORT:-8000}" /healthz
             ;;
         worker)
             port=${RAGSTREAM_HEALTH_PORT:-0}
@@ -76,9 +82,12 @@ healthcheck() {
                 echo "$PROG: RAGSTREAM_HEALTH_PORT is 0 (a random port): cannot probe the worker" >&2
                 exit 1
             fi
-            http_ok "http://127.0.0.1:$port/livez"
+            http_ok "$port" /livez
             ;;
-        migrate | topics | monitor)
+        monitor)
+            http_ok "${RAGSTREAM_MONITOR_METRICS_PORT:-9108}" /metrics
+            ;;
+        migrate | topics)
             exit 0
             ;;
         "")
