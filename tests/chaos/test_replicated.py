@@ -207,7 +207,7 @@ def check_topic_replication(s: Settings) -> None:
     ("documents", "window_s"),
     [
         pytest.param(8, 8.0, id="short", marks=pytest.mark.timeout(300)),
-        pytest.param(24, 25.0, id="long", marks=[pytest.mark.long, pytest.mark.timeout(1500)]),
+        pytest.param(40, 45.0, id="long", marks=[pytest.mark.long, pytest.mark.timeout(1500)]),
     ],
 )
 def test_leader_and_a_second_broker_killed_mid_run(
