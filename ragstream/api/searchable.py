@@ -48,11 +48,9 @@ def known_specs(settings: Settings, engine: Engine) -> list[str]:
 
 
 def check(settings: Settings, engine: Engine, model: str) -> str:
-    """``model`` in its canonical form when it is searchable here, else :class:`ModelNotServed`."""
-    try:
-        spec = reembed.canonical_spec(settings, model)
-    except reembed.UnknownModel as exc:
-        raise ModelNotServed(f"{exc.message}; {_served(settings, engine)}") from None
+    """``model`` in its canonical form when it is searchable here, else :class:`ModelNotServed`
+    (a spec that names no backend at all stays :class:`reembed.UnknownModel`, a 422)."""
+    spec = reembed.canonical_spec(settings, model)
     if spec in known_specs(settings, engine):
         return spec
     with engine.connect() as conn:
