@@ -65,6 +65,9 @@ function render(data) {
 async function refresh() {
   try {
     const answer = await fetch("/v1/dashboard", { cache: "no-store" });
+    if (answer.status === 401 || answer.status === 403) {
+      throw new Error(`HTTP ${answer.status}: the dashboard needs an operator key (tenant '*')`);
+    }
     if (!answer.ok) throw new Error(`HTTP ${answer.status}`);
     render(await answer.json());
     document.getElementById("load-error").textContent = "";
