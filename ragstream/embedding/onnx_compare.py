@@ -6,13 +6,15 @@ Embeds ``--texts`` chunks of exactly ``--tokens`` tokens (specials included)
 with sentence-transformers (torch, fp32) and with :class:`OnnxEmbedder`, both
 at ``--threads`` intra-op threads, alternating the two for ``--rounds`` rounds
 after one warm-up each, and prints the lowest cosine between their vectors and
-the median time of each (needs both the ``minilm`` and the ``onnx`` extras).
+the median wall and CPU time of each (needs both the ``minilm`` and the ``onnx``
+extras). On a busy machine the CPU times are the steadier comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -81,15 +83,18 @@ def main() -> None:
             return onnx.embed_array(texts)
 
         times: dict[str, list[float]] = {"torch": [], "onnx": []}
+        cpu: dict[str, list[float]] = {"torch": [], "onnx": []}
         outputs = {"torch": run_torch(), "onnx": run_onnx()}  # warm-up
         for _ in range(args.rounds):
             for name, run in (("torch", run_torch), ("onnx", run_onnx)):
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 outputs[name] = run()
                 times[name].append(time.perf_counter() - started)
+                cpu[name].append(time.process_time() - cpu_started)
     a, b = outputs["torch"].astype(np.float64), outputs["onnx"].astype(np.float64)
     cosines = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     median = {name: statistics.median(values) for name, values in times.items()}
+    median_cpu = {name: statistics.median(values) for name, values in cpu.items()}
     print(
         json.dumps(
             {
@@ -105,6 +110,11 @@ def main() -> None:
                 "torch_texts_per_s": round(args.texts / median["torch"], 1),
                 "onnx_texts_per_s": round(args.texts / median["onnx"], 1),
                 "speedup_onnx_vs_torch": round(median["torch"] / median["onnx"], 2),
+                # CPU seconds of this process: steadier than wall time on a busy machine.
+                "torch_cpu_s": round(median_cpu["torch"], 3),
+                "onnx_cpu_s": round(median_cpu["onnx"], 3),
+                "cpu_ratio_torch_over_onnx": round(median_cpu["torch"] / median_cpu["onnx"], 2),
+                "load_average_1m": round(os.getloadavg()[0], 1),
             },
             indent=1,
         )
