@@ -50,6 +50,7 @@ COPY docker/wheelhouse/ /wheels/
 
 # torch first, from the chosen index, so that the extra never pulls a default
 # (CUDA) build from PyPI; only when the extras ask for it.
+# hadolint ignore=DL3013
 RUN case ",$EXTRAS," in \
       *,minilm,*) \
         if ls /wheels/torch-*.whl >/dev/null 2>&1; then pip install --no-index --find-links /wheels torch; \

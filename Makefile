@@ -90,6 +90,7 @@ compose-up: images .env
 	$(COMPOSE) up -d --no-build --wait --wait-timeout 900
 
 compose-test: install images
+	RAGSTREAM_TEST_IMAGE=$(IMAGE) $(BIN)/pytest -q -p no:cacheprovider tests/deploy/test_image.py
 	$(BIN)/pytest -q -p no:cacheprovider -m compose tests/compose
 
 compose-down:

@@ -33,4 +33,4 @@ docker run --rm --user 0 --network bridge "${mounts[@]}" \
     esac
     rm -f /out/ragstream-*.whl
     chown -R "$OWNER" /out'
-echo "wheelhouse: $(ls "$out"/*.whl | wc -l) wheels, $(du -sh "$out" | cut -f1), $(($(date +%s) - start)) s"
+echo "wheelhouse: $(find "$out" -name "*.whl" | wc -l) wheels, $(du -sh "$out" | cut -f1), $(($(date +%s) - start)) s"

@@ -134,6 +134,7 @@ def _account(
         settings, workload, name=name, faults=faults, recovery_s=time.monotonic() - healed_at
     )
     outcome.extra = extra
+    outcome.documents = outcome.good = len(workload.submitted)  # so far, of the whole workload
     report(request, outcome.line().replace("chaos ", "compose ", 1))
     assert outcome.lost == 0 and outcome.duplicates == 0 and not outcome.problems, (
         "\n".join(outcome.problems)

@@ -342,11 +342,14 @@ def check_kubernetes(objects: list[Obj], *, external_secrets: set[str]) -> list[
 
 # --- compose -----------------------------------------------------------------
 
-_VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
 
 
 def interpolate(node: Any, env: dict[str, str]) -> Any:
-    """``${NAME:-default}`` as compose resolves it, with ``env`` as the environment."""
+    """``${NAME:-default}`` as compose resolves it, with ``env`` as the environment.
+
+    ``${NAME:?message}`` (required) resolves to the message when ``NAME`` is unset.
+    """
     if isinstance(node, str):
         return _VARIABLE.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), node)
     if isinstance(node, dict):

@@ -9,6 +9,8 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from ragstream import topology
+from ragstream.settings import Settings
 from tests.deploy import checks, kustomize, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,10 +94,46 @@ def test_the_database_url_matches_the_postgres_service(compose: dict[str, Any]) 
         assert service["environment"]["RAGSTREAM_KAFKA_BOOTSTRAP"] == "kafka:9092", name
 
 
-def test_the_monitor_is_behind_a_profile(compose: dict[str, Any]) -> None:
+def test_the_monitor_runs_with_the_stack_and_is_checked(compose: dict[str, Any]) -> None:
     monitor = compose["services"]["monitor"]
     assert monitor["command"] == ["monitor"]
-    assert monitor["profiles"] == ["monitor"]
+    assert "profiles" not in monitor
+    assert "healthcheck" in monitor
+
+
+# Settings the image fixes for every container (paths and ports inside it), or that only
+# the native devstack uses: the compose file does not pass them through.
+FIXED_BY_THE_IMAGE = {"data_dir", "cache_dir", "api_host", "api_port", "health_port",
+                      "monitor_metrics_port", "devstack_brokers"}  # fmt: skip
+
+
+def test_every_setting_reaches_every_ragstream_service(compose: dict[str, Any]) -> None:
+    wanted = {f"RAGSTREAM_{name.upper()}" for name in Settings.model_fields}
+    wanted -= {f"RAGSTREAM_{name.upper()}" for name in FIXED_BY_THE_IMAGE}
+    raw = yaml.safe_load(COMPOSE.read_text())
+    for name, service in raw["services"].items():
+        if service.get("image", "").startswith(("apache/", "pgvector/")):
+            continue
+        missing = wanted - set(service["environment"])
+        assert not missing, f"{name} does not pass through {sorted(missing)}"
+
+
+def test_api_keys_are_required_and_come_from_the_environment() -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())
+    keys = raw["services"]["api"]["environment"]["RAGSTREAM_API_KEYS"]
+    assert keys.startswith("${RAGSTREAM_API_KEYS:?"), keys
+
+
+def test_the_project_image_is_built_once(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    built = [name for name, s in services.items() if "build" in s]
+    assert built == ["migrate"]
+    image = services["migrate"]["image"]
+    users = [name for name, s in services.items() if s.get("image") == image]
+    assert sorted(users) == sorted(
+        ["migrate", "topics", "api", "monitor", *topology.STAGE_NAMES]
+    )
+    assert all(services[n]["pull_policy"] == "never" for n in users if n != "migrate")
 
 
 def test_a_broken_copy_fails() -> None:
