@@ -14,6 +14,7 @@ accounting must show nothing lost and nothing twice.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -25,6 +26,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
+import ragstream
 from ragstream import topology
 from ragstream.devstack import Devstack, KafkaCluster, LocalKafka, resolve_addresses, with_brokers
 from ragstream.kafka import consumer_config, create_topics, producer_config
@@ -82,6 +84,15 @@ def test_later_commands_find_the_devstack_broker_count(tmp_path: Path) -> None:
 def test_every_producer_writes_with_acks_all_and_idempotence() -> None:
     config = producer_config(Settings(kafka_bootstrap="x:1"))
     assert config["acks"] == "all" and config["enable.idempotence"] is True
+    # Every producer of the package is built from that config, and none overrides either.
+    package = Path(ragstream.__file__).parent
+    for path in package.rglob("*.py"):
+        source = path.read_text()
+        for match in re.finditer(r"\bProducer\(", source):
+            call = source[match.start() : match.start() + 40]
+            assert call.startswith("Producer(producer_config("), f"{path}: {call}"
+        if path.name != "kafka.py":
+            assert not re.search(r"[\"'](acks|enable\.idempotence|retries)[\"']", source), path
 
 
 # --- the cluster -------------------------------------------------------------------------
