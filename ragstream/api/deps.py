@@ -21,7 +21,8 @@ _basic = HTTPBasic(
     realm="ragstream operator",
     description="For a browser: any user name, an operator key as the password.",
 )
-OPERATOR_CHALLENGE = 'Basic realm="ragstream operator", charset="UTF-8", Bearer'
+# Basic alone: a browser then asks for the key; a client may still send it as a Bearer token.
+OPERATOR_CHALLENGE = 'Basic realm="ragstream operator", charset="UTF-8"'
 
 
 def get_services(request: Request) -> Services:

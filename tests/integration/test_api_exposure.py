@@ -72,8 +72,7 @@ def test_operator_views_answer_401_without_a_key_403_to_a_tenant_200_to_the_oper
         for path in OPERATOR_VIEWS:
             answer = anonymous.get(path)
             assert answer.status_code == 401, (path, answer.status_code, answer.text[:200])
-            assert "Basic" in answer.headers["www-authenticate"], path
-            assert "Bearer" in answer.headers["www-authenticate"], path
+            assert answer.headers["www-authenticate"].startswith("Basic realm="), path
             wrong = anonymous.get(path, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401, path
     with _client(api, ZEBRA) as tenant:
