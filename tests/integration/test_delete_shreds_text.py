@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 
 from ragstream import crypto, topology
 from ragstream.consumers.worker import build_runner
@@ -341,4 +341,41 @@ def test_deleted_text_is_gone_from_every_topic_and_table_and_replay_rebuilds_the
     assert not database_leaks(engine, DOOMED_MARKERS)
     again, _, _ = kafka_leaks(settings, engine, DOOMED_MARKERS)
     assert not again, again
+    engine.dispose()
+
+
+def test_a_retired_version_takes_its_text_with_it(api: ApiServer) -> None:
+    """A new version that completes replaces the old one: the old text goes like a delete's."""
+    settings = api.settings
+    engine = make_engine(settings)
+    old_markers = ["tangerine observatory 6617", "Copper Lighthouse Ledger"]
+    v1 = _document("Copper Lighthouse Ledger", ["The tangerine observatory 6617 hums."])
+    v2 = _document("Copper Lighthouse Ledger, revised", ["A cobalt aqueduct 2290 sings."])
+    with api.client() as client:
+        first = upload(client, ("ledger.md", v1), external_id="wiki/ledger")
+        assert first.status_code == 202, first.text
+        run_stages(settings, documents=1)
+        assert len(database_leaks(engine, old_markers)) >= 2
+        second = upload(client, ("ledger.md", v2), external_id="wiki/ledger")
+        assert second.status_code == 202, second.text
+        v2_id = uuid.UUID(second.json()["documents"][0]["document_id"])
+        for stage in ("parse", "chunk"):
+            build_runner(settings, stage).run(max_messages=1, idle_timeout_s=20)
+        with engine.connect() as conn:
+            chunks = conn.execute(
+                select(func.count())
+                .select_from(ChunkBuffer)
+                .where(ChunkBuffer.document_id == v2_id)
+            ).scalar_one()
+        for stage in ("embed", "finalize"):
+            build_runner(settings, stage).run(max_messages=chunks, idle_timeout_s=20)
+        assert client.get(f"/v1/documents/{v2_id}").json()["status"] == "complete"
+        v1_id = first.json()["documents"][0]["document_id"]
+        assert client.get(f"/v1/documents/{v1_id}").status_code == 404
+    # The revised heading starts with the old one: look for the old body only there.
+    assert not database_leaks(engine, old_markers[:1]), database_leaks(engine, old_markers[:1])
+    leaks, _, opened = kafka_leaks(settings, engine, old_markers[:1])
+    assert not leaks and opened > 0, leaks
+    still, _, _ = kafka_leaks(settings, engine, ["cobalt aqueduct 2290"])
+    assert still and all("opens with a key" in leak for leak in still), still
     engine.dispose()
