@@ -106,7 +106,8 @@ def resolve_addresses(settings: Settings) -> Settings:
 def with_brokers(settings: Settings, brokers: int) -> Settings:
     """``settings`` for a Kafka of ``brokers`` brokers: replication settings not set
     explicitly follow the new count (RF 3 and min ISR 2 from three brokers on)."""
-    data = settings.model_dump(include=settings.model_fields_set)
+    derived = {"replication_factor", "min_insync_replicas"} - settings.model_fields_set
+    data = settings.model_dump(exclude=derived)
     data["devstack_brokers"] = brokers
     return Settings.model_validate(data)
 
