@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
 from ragstream.api.app import create_app
 from ragstream.consumers.worker import build_runner
@@ -29,6 +30,8 @@ from tests.pipeline import prepare, submit_all
 pytestmark = pytest.mark.e2e
 
 CHROMIUM = os.environ.get("RAGSTREAM_CHROMIUM", "/usr/bin/chromium")
+OPERATOR_KEY = "op-key-0123456789"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 
 
 def _free_port() -> int:
@@ -40,7 +43,8 @@ def _free_port() -> int:
 @pytest.fixture
 def api(settings: Settings) -> Iterator[str]:
     port = _free_port()
-    app = create_app(settings, poller=False)
+    keyed = settings.model_copy(update={"api_keys": SecretStr(f"{OPERATOR_KEY}:*")})
+    app = create_app(keyed, poller=False)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -100,10 +104,15 @@ def test_dashboard_shows_the_numbers_the_api_gives(
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            anonymous = httpx.get(f"{api}/v1/dashboard", timeout=30)
+            assert anonymous.status_code == 401  # the operator views need the operator key
+            page = browser.new_page(
+                viewport={"width": 1280, "height": 900},
+                http_credentials={"username": "operator", "password": OPERATOR_KEY},
+            )
             page.goto(f"{api}/dashboard")
             page.wait_for_selector("[data-metric='documents.parsed']", timeout=30_000)
-            data = httpx.get(f"{api}/v1/dashboard", timeout=30).json()
+            data = httpx.get(f"{api}/v1/dashboard", headers=OPERATOR, timeout=30).json()
             shown = _shown(page)
             page.screenshot(path=str(shot), full_page=True)
 
@@ -122,7 +131,7 @@ def test_dashboard_shows_the_numbers_the_api_gives(
             submit_all(submitter, corpus.mixed(5, seed=32)[4:])
             uploaded = "document.querySelector(\"[data-metric='documents.uploaded']\")"
             page.wait_for_function(f"{uploaded}.textContent === '3'", timeout=30_000)
-            assert httpx.get(f"{api}/v1/alerts", timeout=30).json()["open"] == 1
+            assert httpx.get(f"{api}/v1/alerts", headers=OPERATOR, timeout=30).json()["open"] == 1
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
