@@ -52,8 +52,7 @@ class Compose:
         self.api = f"http://127.0.0.1:{PORTS['API_PORT']}"
         self.kafka = f"127.0.0.1:{PORTS['KAFKA_EXTERNAL_PORT']}"
         self.database_url = (
-            "postgresql+psycopg://ragstream:ragstream@127.0.0.1:"
-            f"{PORTS['POSTGRES_PORT']}/ragstream"
+            f"postgresql+psycopg://ragstream:ragstream@127.0.0.1:{PORTS['POSTGRES_PORT']}/ragstream"
         )
 
     def env(self) -> dict[str, str]:

@@ -70,7 +70,7 @@ def settings(stack: Compose) -> Settings:
 @pytest.fixture(scope="module")
 def workload(settings: Settings) -> Workload:
     real = sorted((ROOT / "examples" / "documents").iterdir())
-    files = [(p.name, p.read_bytes()) for p in real] + corpus.mixed(6 * SLICE, seed=13)
+    files = [(p.name, p.read_bytes()) for p in real] + corpus.mixed(7 * SLICE, seed=13)
     return Workload(settings, files)
 
 
@@ -104,9 +104,7 @@ def _settle(settings: Settings, workload: Workload) -> float:
 
     def quiet() -> bool:
         states = documents_progress(engine, workload.submitted)
-        done = len(states) == len(workload.submitted) and all(
-            s.terminal for s in states.values()
-        )
+        done = len(states) == len(workload.submitted) and all(s.terminal for s in states.values())
         return done and not any(stage_lag(settings).values())
 
     try:
@@ -136,8 +134,8 @@ def _account(
     outcome.extra = extra
     outcome.documents = outcome.good = len(workload.submitted)  # so far, of the whole workload
     report(request, outcome.line().replace("chaos ", "compose ", 1))
-    assert outcome.lost == 0 and outcome.duplicates == 0 and not outcome.problems, (
-        "\n".join(outcome.problems)
+    assert outcome.lost == 0 and outcome.duplicates == 0 and not outcome.problems, "\n".join(
+        outcome.problems
     )
 
 

@@ -130,9 +130,7 @@ def test_the_project_image_is_built_once(compose: dict[str, Any]) -> None:
     assert built == ["migrate"]
     image = services["migrate"]["image"]
     users = [name for name, s in services.items() if s.get("image") == image]
-    assert sorted(users) == sorted(
-        ["migrate", "topics", "api", "monitor", *topology.STAGE_NAMES]
-    )
+    assert sorted(users) == sorted(["migrate", "topics", "api", "monitor", *topology.STAGE_NAMES])
     assert all(services[n]["pull_policy"] == "never" for n in users if n != "migrate")
 
 

@@ -51,7 +51,9 @@ def _entrypoint_probe_paths() -> dict[str, str]:
     script = (ROOT / "docker" / "entrypoint.sh").read_text()
     return {
         role: path
-        for role, path in re.findall(r"^\s+(\w+)\)\n(?:.*\n){0,8}?\s+http_ok \S+ (/\w+)", script, re.M)
+        for role, path in re.findall(
+            r"^\s+(\w+)\)\n(?:.*\n){0,8}?\s+http_ok \S+ (/\w+)", script, re.M
+        )
     }
 
 
@@ -95,7 +97,9 @@ def test_the_worker_health_port_is_the_image_one(
     for objects in rendered.values():
         for stage, deployment in checks.stage_deployments(objects).items():
             env = _env(objects, deployment, image_env)
-            ports = {p["name"]: p["containerPort"] for p in checks.main_container(deployment)["ports"]}
+            ports = {
+                p["name"]: p["containerPort"] for p in checks.main_container(deployment)["ports"]
+            }
             assert str(ports["health"]) == env["RAGSTREAM_HEALTH_PORT"], stage
 
 
