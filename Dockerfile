@@ -74,6 +74,14 @@ RUN if ls /wheels/*.whl >/dev/null 2>&1; then export PIP_NO_INDEX=1 PIP_FIND_LIN
     && ragstream --help > /dev/null \
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
+# The ONNX graph of the model, built once here from its weights, so that no
+# container builds it at start (the cache is read-only at run time).
+RUN mkdir -p /opt/ragstream/cache; \
+    case ",$EXTRAS," in *,onnx,*) \
+      RAGSTREAM_CACHE_DIR=/opt/ragstream/cache RAGSTREAM_EMBED_RUNTIME=onnx python3 -c \
+        'from ragstream.embedding import make_embedder; from ragstream.settings import Settings; make_embedder(Settings(embedder="minilm"))' ;; \
+    esac
+
 # --- runtime: the virtualenv, tini and an unprivileged user ----------------------
 FROM ${BASE_IMAGE} AS runtime
 
@@ -98,6 +106,7 @@ RUN if ! command -v tini >/dev/null 2>&1; then \
          --home-dir /home/ragstream --shell /usr/sbin/nologin ragstream
 
 COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/ragstream /opt/ragstream
 COPY docker/entrypoint.sh /usr/local/bin/ragstream-entrypoint
 
 # Everything the roles write at run time lives under /tmp, so the root file
@@ -110,7 +119,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/ragstream \
     XDG_CACHE_HOME=/tmp/.cache \
-    RAGSTREAM_CACHE_DIR=/tmp/.cache/ragstream \
+    RAGSTREAM_CACHE_DIR=/opt/ragstream/cache \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     HF_HUB_DISABLE_TELEMETRY=1 \
