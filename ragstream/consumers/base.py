@@ -3,6 +3,12 @@
 A stage never touches Kafka offsets, transactions or the DLQ; the runner does.
 Per-message permanent errors are caught here, in one place, and become
 failures that the runner sends to the DLQ.
+
+An event of a job that is no longer its document's current job (the document
+was reprocessed since, under a new job) is skipped here too, for every stage:
+it writes nothing and emits nothing, and the runner still moves past it. Its
+chunks may hold another chunker's text under the same chunk ids, so letting it
+through could leave a complete document with another job's vectors.
 """
 
 from __future__ import annotations
@@ -12,15 +18,21 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import structlog
 from sqlalchemy import Engine, Executable
 
+from ragstream.consumers.metrics import STALE_EVENTS
+from ragstream.db import repository
 from ragstream.db.models import Base
 from ragstream.db.repository import Transition
 from ragstream.errors import PermanentError, RagstreamError
+from ragstream.logs import message_fields
 from ragstream.schemas.codec import Codec
 from ragstream.schemas.events import Event
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass
@@ -122,6 +134,13 @@ class Stage(ABC):
         """Load what the stage needs once per process (models, tokenizers)."""
 
     def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+        """The batch's events of current jobs, through :meth:`process_current`; the rest skipped."""
+        current = current_only(self.name, batch, ctx)
+        if not current:
+            return StageOutput()
+        return self.process_current(current, ctx)
+
+    def process_current(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
         """Default: one message at a time; a permanent error fails that message only."""
         out = StageOutput()
         for message in batch:
@@ -134,3 +153,32 @@ class Stage(ABC):
     @abstractmethod
     def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:
         """The work for one input event."""
+
+
+def current_only(stage: str, batch: list[Incoming], ctx: StageContext) -> list[Incoming]:
+    """The messages whose job is their document's current job, with one query for the batch.
+
+    A message of an older job (its document was reprocessed since) is left out,
+    counted and logged. One without a document or a job, or whose document has
+    no row or no current job, is kept: what to do with it is the stage's call
+    (a deleted document's events, for one, are skipped by their stage).
+    """
+    documents = {m.document_id for m in batch if m.document_id is not None}
+    if not documents:
+        return batch
+    with ctx.engine.connect() as conn:
+        current = repository.current_jobs(conn, documents)
+    kept: list[Incoming] = []
+    for m in batch:
+        document_id, job_id = m.document_id, m.job_id
+        now = current.get(document_id) if document_id is not None else None
+        if job_id is None or now is None or now == job_id:
+            kept.append(m)
+            continue
+        STALE_EVENTS.labels(stage).inc()
+        log.info(
+            "stale_event_skipped",
+            **message_fields(stage, m.topic, m.partition, m.offset, document_id, job_id),
+            current_job_id=str(now),
+        )
+    return kept

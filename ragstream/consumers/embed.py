@@ -122,7 +122,7 @@ class EmbedStage(Stage):
             ]
         return {**found, **new}
 
-    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+    def process_current(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
         batch, events = _opened(batch, ctx)
         out = StageOutput()
         if not batch:
@@ -180,4 +180,4 @@ class EmbedStage(Stage):
         return out
 
     def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:
-        return self.process([message], ctx)
+        return self.process_current([message], ctx)

@@ -17,7 +17,7 @@ class FinalizeStage(Stage):
     name = "finalize"
     consumes = ChunkEmbedded
 
-    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
+    def process_current(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
         latest: dict[uuid.UUID, ChunkEmbedded] = {}
         for message in batch:
             latest[uuid.UUID(message.event.document_id)] = message.event
@@ -51,4 +51,4 @@ class FinalizeStage(Stage):
         return out
 
     def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:
-        return self.process([message], ctx)
+        return self.process_current([message], ctx)

@@ -9,6 +9,11 @@ MESSAGES = Counter(
     "Messages handled by a stage, by outcome (processed, dlq).",
     ("stage", "outcome"),
 )
+STALE_EVENTS = Counter(
+    "ragstream_stale_events_total",
+    "Events skipped because their job is no longer their document's current job (reprocessed).",
+    ("stage",),
+)
 RETRIES = Counter(
     "ragstream_stage_retries_total", "Batches retried after a retryable error.", ("stage",)
 )

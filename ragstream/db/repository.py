@@ -51,6 +51,17 @@ def insert_absent(conn: Connection, model: type[Base], rows: Iterable[Mapping[st
         conn.execute(insert(model).on_conflict_do_nothing(index_elements=[key]), values)
 
 
+def current_jobs(
+    conn: Connection, document_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID | None]:
+    """Each existing document's current job (``documents.current_job_id``), in one query."""
+    wanted = set(document_ids)
+    if not wanted:
+        return {}
+    rows = conn.execute(select(Document.id, Document.current_job_id).where(Document.id.in_(wanted)))
+    return {document_id: job_id for document_id, job_id in rows}
+
+
 @dataclass(frozen=True)
 class Transition:
     """Move a document (of a given job) to ``status``; ``fields`` are set along with it."""

@@ -214,7 +214,7 @@ def test_old_chunk_events_queued_behind_a_reprocess_never_overwrite_its_vectors(
     assert _records(settings, topology.EMBEDDED) == embedded + chunks  # only the new job's
     assert _run(settings, "finalize", chunks) == chunks
     with engine.connect() as conn:
-        document = conn.execute(select(Document).where(Document.id == document_id)).scalar_one()
+        document = conn.execute(select(Document).where(Document.id == document_id)).one()
         texts = dict(
             conn.execute(
                 select(ChunkBuffer.id, ChunkBuffer.text).where(
