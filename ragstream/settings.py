@@ -23,7 +23,8 @@ def _default_data_dir() -> Path:
 class Settings(BaseSettings):
     """All configuration of ragstream; see each field's description."""
 
-    model_config = SettingsConfigDict(env_prefix="RAGSTREAM_", extra="ignore")
+    # Frozen: built once at start and passed down; a variant is a ``model_copy(update=...)``.
+    model_config = SettingsConfigDict(env_prefix="RAGSTREAM_", extra="ignore", frozen=True)
 
     # --- where things are -------------------------------------------------
     kafka_bootstrap: str | None = Field(
@@ -313,6 +314,31 @@ class Settings(BaseSettings):
                 f"min_insync_replicas={self.min_insync_replicas} exceeds "
                 f"replication_factor={self.replication_factor}: no write could ever succeed"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _invariants(self) -> Settings:
+        """Relations between settings that librdkafka, the backoff and the chunker need:
+        refused at start with the fix, never discovered at the first rebalance."""
+        problems = []
+        if self.session_timeout_s > self.max_poll_interval_s:
+            problems.append(
+                f"session_timeout_s={self.session_timeout_s} exceeds max_poll_interval_s="
+                f"{self.max_poll_interval_s} (librdkafka refuses max.poll.interval.ms below "
+                "session.timeout.ms): raise RAGSTREAM_MAX_POLL_INTERVAL_S"
+            )
+        if self.retry_backoff_initial_s > self.retry_backoff_max_s:
+            problems.append(
+                f"retry_backoff_initial_s={self.retry_backoff_initial_s} exceeds "
+                f"retry_backoff_max_s={self.retry_backoff_max_s}"
+            )
+        if self.chunk_overlap_tokens >= self.chunk_target_tokens:
+            problems.append(
+                f"chunk_overlap_tokens={self.chunk_overlap_tokens} must be below "
+                f"chunk_target_tokens={self.chunk_target_tokens}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @cached_property

