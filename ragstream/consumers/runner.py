@@ -51,6 +51,7 @@ from ragstream.consumers.health import HealthServer, refresh_lag
 from ragstream.consumers.offsets import OffsetBook, Position
 from ragstream.db import repository
 from ragstream.db.repository import Transition
+from ragstream.deadletter import DeadLetter, attempt_of, dead_letter_headers
 from ragstream.embedding.base import Embedder
 from ragstream.errors import (
     Action,
@@ -70,9 +71,8 @@ from ragstream.state import DocumentStatus
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-__all__ = ["ATTEMPT_HEADER", "PAUSE_AFTER_S", "RunStats", "StageRunner"]
+__all__ = ["PAUSE_AFTER_S", "RunStats", "StageRunner"]
 
-ATTEMPT_HEADER = "ragstream-attempt"
 UUID_FIELDS = ("document_id", "job_id", "chunk_id", "embedding_id")
 """Event fields that must hold a UUID: one that does not makes the event invalid."""
 EMBEDDER_PROBE = "ragstream dependency probe"
@@ -542,23 +542,17 @@ class StageRunner:
 
     def _dlq_headers(self, failure: Failure) -> list[tuple[str, str | bytes | None]]:
         m = failure.message
-        attempt = int(m.header(ATTEMPT_HEADER) or b"1")
-        kept: list[tuple[str, str | bytes | None]] = [
-            (k, v)
-            for k, v in m.headers
-            if not k.startswith("ragstream-dlq-") and k != ATTEMPT_HEADER
-        ]
-        return [
-            *kept,
-            ("ragstream-dlq-origin-topic", m.topic.encode()),
-            ("ragstream-dlq-origin-partition", str(m.partition).encode()),
-            ("ragstream-dlq-origin-offset", str(m.offset).encode()),
-            ("ragstream-dlq-stage", self.stage.name.encode()),
-            ("ragstream-dlq-error-class", failure.error.error_class.encode()),
-            ("ragstream-dlq-error-message", failure.error.message[:4000].encode()),
-            ("ragstream-dlq-document-id", str(m.document_id or "").encode()),
-            (ATTEMPT_HEADER, str(attempt).encode()),
-        ]
+        letter = DeadLetter(
+            origin_topic=m.topic,
+            origin_partition=m.partition,
+            origin_offset=m.offset,
+            stage=self.stage.name,
+            error_class=failure.error.error_class,
+            error_message=failure.error.message,
+            document_id=m.document_id,
+            attempt=attempt_of(m.headers),
+        )
+        return dead_letter_headers(m.headers, letter)
 
 
 def _by_model(

@@ -35,6 +35,7 @@ from ragstream import topology
 from ragstream.consumers import metrics
 from ragstream.db.engine import make_engine
 from ragstream.db.models import Document
+from ragstream.deadletter import DeadLetter
 from ragstream.errors import RagstreamError, UndecodableEvent, is_retryable
 from ragstream.logs import message_fields
 from ragstream.monitor import store
@@ -203,7 +204,8 @@ class Monitor:
         headers = {k: v or b"" for k, v in pairs}
         topic = str(msg.topic)
         seen = Seen(msg.partition, msg.offset)
-        document_id = headers.get("ragstream-dlq-document-id", b"").decode() or None
+        dead = DeadLetter.from_headers(headers).document_id
+        document_id = str(dead) if dead else None
         current = self.timelines.get(document_id) if document_id else None
         timeline, alert = observe_dead_letter(current, headers, seen, topic)
         if document_id and timeline is not None:

@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any
 
 from ragstream import ids, topology
+from ragstream.deadletter import DeadLetter
 from ragstream.schemas.events import (
     ChunkCreated,
     ChunkEmbedded,
@@ -37,14 +38,6 @@ from ragstream.settings import Settings
 
 Timeline = dict[str, Any]
 STAGE_ORDER = topology.STAGE_NAMES
-
-# DLQ headers written by the stage runner (ragstream.consumers.runner.StageRunner._dlq_headers).
-DLQ_STAGE = "ragstream-dlq-stage"
-DLQ_DOCUMENT = "ragstream-dlq-document-id"
-DLQ_ERROR_CLASS = "ragstream-dlq-error-class"
-DLQ_ERROR_MESSAGE = "ragstream-dlq-error-message"
-DLQ_ORIGIN_TOPIC = "ragstream-dlq-origin-topic"
-DLQ_ORIGIN_OFFSET = "ragstream-dlq-origin-offset"
 
 
 class AlertKind(StrEnum):
@@ -194,18 +187,15 @@ def observe_dead_letter(
     tl: Timeline | None, headers: Mapping[str, bytes], seen: Seen, topic: str
 ) -> tuple[Timeline | None, Alert]:
     """A DLQ record: the document failed in a stage; always an alert."""
-
-    def text(name: str) -> str:
-        return headers.get(name, b"").decode("utf-8", "replace")
-
-    stage = text(DLQ_STAGE) or None
-    document_id = text(DLQ_DOCUMENT) or None
-    error_class = text(DLQ_ERROR_CLASS) or "unknown"
-    where = f"{text(DLQ_ORIGIN_TOPIC) or '?'}@{text(DLQ_ORIGIN_OFFSET) or '?'}"
+    letter = DeadLetter.from_headers(headers)
+    stage = letter.stage
+    document_id = str(letter.document_id) if letter.document_id else None
+    error_class = letter.error_class or "unknown"
+    where = f"{letter.origin_topic or '?'}@{_unknown(letter.origin_offset)}"
     alert = Alert(
         AlertKind.DLQ_MESSAGE,
         f"{stage or 'a stage'} dead-lettered a message ({error_class}): "
-        f"{text(DLQ_ERROR_MESSAGE)[:300]}",
+        f"{letter.error_message[:300]}",
         stage=stage,
         document_id=document_id,
         details={
@@ -221,6 +211,10 @@ def observe_dead_letter(
         tl = dict(tl)
         tl["failed"] = stage or "unknown"
     return tl, alert
+
+
+def _unknown(value: int | None) -> str:
+    return "?" if value is None else str(value)
 
 
 def _future(

@@ -1,10 +1,10 @@
 """The dead-letter topics: what is in them, one message in full, and sending messages back.
 
 A stage's DLQ (``<input topic>.dlq``) holds the original record with the
-runner's ``ragstream-dlq-*`` headers (origin, stage, error class and message)
-and ``ragstream-attempt``. Replay re-publishes a message to its origin topic
-with the attempt incremented; one whose next attempt would exceed
-``dlq_max_attempts`` stays where it is, so nothing loops for ever.
+runner's dead-letter headers (origin, stage, error class and message, attempt;
+spelled once, in :mod:`ragstream.deadletter`). Replay re-publishes a message to
+its origin topic with the attempt incremented; one whose next attempt would
+exceed ``dlq_max_attempts`` stays where it is, so nothing loops for ever.
 
 What replay has handled is kept in a consumer group per DLQ: its committed
 offset, and in the commit's metadata the handled offsets above it (those past
@@ -21,15 +21,16 @@ from collections import Counter
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from sqlalchemy import Connection, Engine, select
 
 from ragstream import state, topology
-from ragstream.consumers.runner import ATTEMPT_HEADER
 from ragstream.db import repository
 from ragstream.db.models import Document
+from ragstream.deadletter import DeadLetter, replay_headers
 from ragstream.errors import DependencyUnavailable, RagstreamError
 from ragstream.kafka import admin_client, consumer_config
 from ragstream.ops import groups
@@ -38,8 +39,6 @@ from ragstream.schemas.codec import Codec
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
 
-DLQ_HEADER_PREFIX = "ragstream-dlq-"
-REPLAYED_FROM_HEADER = "ragstream-replayed-from"
 _LEDGER_PREFIX = "ragstream-dlq-replay/1 "
 _MAX_LEDGER_RANGES = 300  # keeps the commit metadata far below offset.metadata.max.bytes
 _READ_STALL_S = 30.0
@@ -50,8 +49,8 @@ class BadDeadLetterId(RagstreamError):
 
 
 @dataclass(frozen=True)
-class DeadLetter:
-    """One DLQ record with its headers decoded."""
+class DlqRecord:
+    """One DLQ record, its dead-letter headers read as a :class:`DeadLetter`."""
 
     topic: str
     partition: int
@@ -65,47 +64,37 @@ class DeadLetter:
     def id(self) -> str:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name:
-                return value.decode("utf-8", "replace")
-        return None
+    @cached_property
+    def letter(self) -> DeadLetter:
+        return DeadLetter.from_headers(self.headers)
 
     @property
     def stage(self) -> str:
-        return self.header(DLQ_HEADER_PREFIX + "stage") or "?"
+        return self.letter.stage or "?"
 
     @property
     def error_class(self) -> str:
-        return self.header(DLQ_HEADER_PREFIX + "error-class") or "?"
+        return self.letter.error_class or "?"
 
     @property
     def error_message(self) -> str:
-        return self.header(DLQ_HEADER_PREFIX + "error-message") or ""
+        return self.letter.error_message
 
     @property
     def origin_topic(self) -> str | None:
-        return self.header(DLQ_HEADER_PREFIX + "origin-topic")
+        return self.letter.origin_topic
 
     @property
     def origin(self) -> str:
-        return ":".join(
-            self.header(DLQ_HEADER_PREFIX + f"origin-{part}") or "?"
-            for part in ("topic", "partition", "offset")
-        )
+        return self.letter.origin
 
     @property
     def document_id(self) -> uuid.UUID | None:
-        raw = self.header(DLQ_HEADER_PREFIX + "document-id")
-        try:
-            return uuid.UUID(raw) if raw and raw != "None" else None
-        except ValueError:
-            return None
+        return self.letter.document_id
 
     @property
     def attempt(self) -> int:
-        raw = self.header(ATTEMPT_HEADER)
-        return int(raw) if raw and raw.isdigit() else 1
+        return self.letter.attempt
 
     @property
     def time(self) -> datetime:
@@ -170,7 +159,7 @@ def read(
     start: Mapping[int, int] | None = None,
     *,
     only: int | None = None,
-) -> Generator[DeadLetter, None, None]:
+) -> Generator[DlqRecord, None, None]:
     """Records of ``topic`` (or of partition ``only``) from ``start`` (default: the first) to
     the end as of now."""
     admin = admin_client(settings)
@@ -208,9 +197,9 @@ def read(
         consumer.close()
 
 
-def _letter(msg: Message) -> DeadLetter:
+def _letter(msg: Message) -> DlqRecord:
     key, value = msg.key(), msg.value()
-    return DeadLetter(
+    return DlqRecord(
         topic=msg.topic() or "",
         partition=msg.partition() or 0,
         offset=msg.offset() or 0,
@@ -237,7 +226,7 @@ def parse_id(text: str) -> tuple[str, int, int]:
     return topic, int(partition), int(offset)
 
 
-def show(settings: Settings, message_id: str) -> DeadLetter:
+def show(settings: Settings, message_id: str) -> DlqRecord:
     topic, partition, offset = parse_id(message_id)
     admin = admin_client(settings)
     if partition not in groups.partitions(admin, topic):
@@ -257,7 +246,7 @@ def show(settings: Settings, message_id: str) -> DeadLetter:
     return found
 
 
-def decoded(codec: Codec, letter: DeadLetter) -> tuple[str, dict[str, Any]] | None:
+def decoded(codec: Codec, letter: DlqRecord) -> tuple[str, dict[str, Any]] | None:
     """The event's schema name and fields, or None for a message that is not an event."""
     try:
         return codec.decode_record(letter.value or b"")
@@ -363,7 +352,7 @@ class DlqSummary:
     pending: int = 0  # not handled by any replay yet
     exhausted: int = 0  # pending, but replay would keep them: attempts used up
     by_class: Counter[str] = field(default_factory=Counter)
-    newest: list[DeadLetter] = field(default_factory=list)
+    newest: list[DlqRecord] = field(default_factory=list)
 
 
 def summarize(settings: Settings, stage: str | None = None, newest: int = 5) -> list[DlqSummary]:
@@ -391,8 +380,8 @@ def summarize(settings: Settings, stage: str | None = None, newest: int = 5) -> 
 @dataclass
 class ReplayOutcome:
     dlq: DlqTopic
-    replayed: list[DeadLetter] = field(default_factory=list)
-    kept: list[DeadLetter] = field(default_factory=list)  # next attempt would exceed the maximum
+    replayed: list[DlqRecord] = field(default_factory=list)
+    kept: list[DlqRecord] = field(default_factory=list)  # next attempt would exceed the maximum
     filtered: int = 0  # pending, not of the requested error class
     already: int = 0  # handled by an earlier replay
     deferred: int = 0  # left for the next run so the ledger stays small
@@ -436,7 +425,7 @@ def _replay_one(
     ledgers = _ledgers(settings, dlq)
     outcome.already = sum(ledger.count for ledger in ledgers.values())
     start = {p: ledger.committed for p, ledger in ledgers.items()}
-    handled: list[DeadLetter] = []
+    handled: list[DlqRecord] = []
     for letter in read(settings, dlq.topic, start):
         ledger = ledgers[letter.partition]
         if ledger.handled(letter.offset):
@@ -458,7 +447,7 @@ def _replay_one(
             letter.origin_topic or dlq.origin,
             key=letter.key,
             value=letter.value,
-            headers=_replay_headers(letter),
+            headers=replay_headers(letter.headers, letter.letter, letter.id),
         )
         outcome.replayed.append(letter)
     if handled:
@@ -467,20 +456,7 @@ def _replay_one(
     return outcome
 
 
-def _replay_headers(letter: DeadLetter) -> list[tuple[str, str | bytes | None]]:
-    kept: list[tuple[str, str | bytes | None]] = [
-        (k, v)
-        for k, v in letter.headers
-        if not k.startswith(DLQ_HEADER_PREFIX) and k not in (ATTEMPT_HEADER, REPLAYED_FROM_HEADER)
-    ]
-    return [
-        *kept,
-        (ATTEMPT_HEADER, str(letter.attempt + 1).encode()),
-        (REPLAYED_FROM_HEADER, letter.id.encode()),
-    ]
-
-
-def _reopen(conn: Connection, codec: Codec, letter: DeadLetter) -> bool:
+def _reopen(conn: Connection, codec: Codec, letter: DlqRecord) -> bool:
     """Reset the document this message failed, so that its replay can move it again.
 
     Only when the document is ``failed`` at this message's stage, in the job the

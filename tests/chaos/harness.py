@@ -500,7 +500,7 @@ def account(
 
 
 def _account_dlq(settings: Settings, workload: Workload, out: Outcome, states: Any) -> None:
-    origins: dict[str, dlq.DeadLetter] = {}
+    origins: dict[str, dlq.DlqRecord] = {}
     for topic in dlq.dlq_topics(settings):
         for letter in dlq.read(settings, topic.topic):
             out.dlq_records += 1
