@@ -19,20 +19,30 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import structlog
-from sqlalchemy import Engine, Executable
+from sqlalchemy import Executable
 
 from ragstream.consumers.metrics import STALE_EVENTS
+from ragstream.context import StageContext
 from ragstream.db import repository
 from ragstream.db.models import Base
 from ragstream.db.repository import Transition
 from ragstream.errors import PermanentError, RagstreamError
 from ragstream.logs import message_fields
-from ragstream.schemas.codec import Codec
 from ragstream.schemas.events import Event
-from ragstream.settings import Settings
+from ragstream.schemas.outgoing import Outgoing
 from ragstream.state import DocumentStatus
 
 log = structlog.get_logger(__name__)
+
+__all__ = [
+    "Failure",
+    "Incoming",
+    "Outgoing",
+    "Stage",
+    "StageContext",
+    "StageOutput",
+    "current_only",
+]
 
 
 @dataclass
@@ -69,18 +79,6 @@ class Incoming:
 
 
 @dataclass(frozen=True)
-class Outgoing:
-    """An event to publish once the batch's writes have committed."""
-
-    topic: str
-    key: str
-    event: Event
-    # Related messages that must not queue behind one another (a document's
-    # parts) carry consecutive spreads: partition = spread mod partitions.
-    spread: int | None = None
-
-
-@dataclass(frozen=True)
 class Failure:
     message: Incoming
     error: RagstreamError
@@ -103,16 +101,6 @@ class StageOutput:
         self.transitions += other.transitions
         self.events += other.events
         self.failures += other.failures
-
-
-@dataclass
-class StageContext:
-    settings: Settings
-    engine: Engine
-    codec: Codec
-
-    def topic(self, name: str) -> str:
-        return self.settings.topic(name)
 
 
 class Stage(ABC):

@@ -1,0 +1,204 @@
+"""Each event built next to its schema, with the topic and key it travels under.
+
+A constructor returns one :class:`Outgoing`: the (prefixed) topic, the key, the
+event, and for a document's parts and chunks the ``spread`` that shares them out
+among the partitions. Event ids are deterministic (:func:`ragstream.ids.event_id`),
+so building the same event again (a reprocess retried, a result re-published)
+gives the same event.
+
+The first argument names the topics: anything with ``topic(name) -> str``
+(:class:`~ragstream.settings.Settings`, :class:`~ragstream.context.StageContext`),
+so an ``Outgoing`` always carries the deployment's topic prefix.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+from ragstream import ids, topology
+from ragstream.db.blobs import uri_for
+from ragstream.schemas.events import (
+    ChunkCreated,
+    ChunkEmbedded,
+    DocumentParsed,
+    DocumentUploaded,
+    Event,
+)
+
+
+class TopicNames(Protocol):
+    def topic(self, name: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An event to publish, with its topic and key (once the writes it follows have committed)."""
+
+    topic: str
+    key: str
+    event: Event
+    # Related messages that must not queue behind one another (a document's
+    # parts) carry consecutive spreads: partition = spread mod partitions.
+    spread: int | None = None
+
+    def with_event(self, event: Event) -> Outgoing:
+        """The same message carrying ``event`` instead (e.g. its text sealed)."""
+        return replace(self, event=event)
+
+
+def document_spread(document_id: uuid.UUID, index: int) -> int:
+    """The ``spread`` of a document's ``index``-th part or chunk.
+
+    Consecutive partitions from one the document picks: a document's pieces
+    are shared out evenly among the consumers of a topic, where hashing their
+    keys would leave one consumer with more than its share (and the others
+    waiting for it at the end). The same piece always lands on the same
+    partition, as long as the topic keeps its partition count.
+    """
+    return zlib.crc32(document_id.bytes) + index
+
+
+def document_uploaded(
+    names: TopicNames,
+    document_id: uuid.UUID,
+    job_id: uuid.UUID,
+    *,
+    tenant: str,
+    sha: str,
+    size: int,
+    filename: str | None,
+    metadata: Mapping[str, str] | None,
+    parser: str,
+    uploaded_at: datetime,
+) -> Outgoing:
+    """A stored upload of one job, keyed by its document: what parse reads."""
+    event = DocumentUploaded(
+        event_id=str(ids.event_id("DocumentUploaded", document_id, job_id)),
+        document_id=str(document_id),
+        job_id=str(job_id),
+        tenant=tenant,
+        blob_sha256=sha,
+        blob_uri=uri_for(sha),
+        size_bytes=size,
+        filename=filename,
+        parser=parser,
+        metadata=dict(metadata or {}),
+        uploaded_at=uploaded_at,
+    )
+    return Outgoing(names.topic(topology.UPLOADED), str(document_id), event)
+
+
+def document_parsed(
+    names: TopicNames,
+    document_id: uuid.UUID,
+    job_id: uuid.UUID,
+    tenant: str,
+    *,
+    text_blob_sha256: str,
+    content_type: str,
+    parser: str,
+    parser_version: str,
+    block_count: int,
+    page_count: int | None,
+    parsed_at: datetime,
+) -> Outgoing:
+    """The DocumentParsed of one job, keyed by its document: what chunk reads."""
+    event = DocumentParsed(
+        event_id=str(ids.event_id("DocumentParsed", document_id, job_id)),
+        document_id=str(document_id),
+        job_id=str(job_id),
+        tenant=tenant,
+        text_blob_sha256=text_blob_sha256,
+        text_blob_uri=uri_for(text_blob_sha256),
+        content_type=content_type,
+        parser=parser,
+        parser_version=parser_version,
+        block_count=block_count,
+        page_count=page_count,
+        parsed_at=parsed_at,
+    )
+    return Outgoing(names.topic(topology.PARSED), str(document_id), event)
+
+
+def chunk_created(
+    names: TopicNames,
+    *,
+    chunk_id: uuid.UUID,
+    document_id: uuid.UUID,
+    job_id: uuid.UUID,
+    tenant: str,
+    chunk_index: int,
+    chunk_count: int,
+    text: str,
+    token_count: int,
+    pages: Sequence[int],
+    heading_path: Sequence[str],
+    chunker_version: str,
+    chunker_config_hash: str,
+    parser: str,
+    parser_version: str,
+    created_at: datetime,
+) -> Outgoing:
+    """One chunk of one job, keyed by the chunk and spread over the partitions: what embed reads.
+
+    Its text is in the clear: seal it (:func:`ragstream.crypto.seal_chunk`) with
+    :meth:`Outgoing.with_event` before it is published.
+    """
+    event = ChunkCreated(
+        event_id=str(ids.event_id("ChunkCreated", chunk_id, job_id)),
+        chunk_id=str(chunk_id),
+        document_id=str(document_id),
+        job_id=str(job_id),
+        tenant=tenant,
+        chunk_index=chunk_index,
+        chunk_count=chunk_count,
+        text=text,
+        token_count=token_count,
+        pages=tuple(pages),
+        heading_path=tuple(heading_path),
+        chunker_version=chunker_version,
+        chunker_config_hash=chunker_config_hash,
+        parser=parser,
+        parser_version=parser_version,
+        created_at=created_at,
+    )
+    return Outgoing(
+        names.topic(topology.CHUNKED),
+        str(chunk_id),
+        event,
+        document_spread(document_id, chunk_index),
+    )
+
+
+def chunk_embedded(
+    names: TopicNames,
+    chunk: ChunkCreated,
+    *,
+    embedding_id: uuid.UUID,
+    model: str,
+    model_version: str,
+    vector: Sequence[float],
+    embedded_at: datetime,
+) -> Outgoing:
+    """The vector of one chunk by one model, keyed by its document: what finalize reads."""
+    event = ChunkEmbedded(
+        event_id=str(ids.event_id("ChunkEmbedded", embedding_id, chunk.job_id)),
+        embedding_id=str(embedding_id),
+        chunk_id=chunk.chunk_id,
+        document_id=chunk.document_id,
+        job_id=chunk.job_id,
+        tenant=chunk.tenant,
+        chunk_index=chunk.chunk_index,
+        chunk_count=chunk.chunk_count,
+        model=model,
+        model_version=model_version,
+        dimensions=len(vector),
+        vector=tuple(vector),
+        embedded_at=embedded_at,
+    )
+    return Outgoing(names.topic(topology.EMBEDDED), chunk.document_id, event)
