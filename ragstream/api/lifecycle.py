@@ -16,12 +16,11 @@ from sqlalchemy.orm import Session
 
 from ragstream import crypto, ids, state, topology
 from ragstream.api.services import Services
-from ragstream.consumers.chunk import chunk_created
-from ragstream.consumers.parse import parsed_event
 from ragstream.db import purge, repository
 from ragstream.db.models import ChunkBuffer, Document, DocumentPart, Job, ParseBuffer, VectorBuffer
-from ragstream.producers.producer import document_spread
-from ragstream.schemas.events import Event, utc_now
+from ragstream.schemas import outgoing
+from ragstream.schemas.events import utc_now
+from ragstream.schemas.outgoing import document_spread
 from ragstream.state import DocumentStatus, Stage
 
 log = structlog.get_logger(__name__)
@@ -136,23 +135,19 @@ def _emit(services: Services, document_id: uuid.UUID, job_id: uuid.UUID, stage: 
             parsed = session.execute(
                 select(ParseBuffer).where(ParseBuffer.document_id == document_id)
             ).scalar_one()
-            events: list[tuple[str, str, Event, int | None]] = [
-                (
-                    topology.PARSED,
-                    str(document_id),
-                    parsed_event(
-                        document_id,
-                        job_id,
-                        document.tenant,
-                        text_blob_sha256=parsed.text_blob_sha256,
-                        content_type=parsed.content_type,
-                        parser=parsed.parser,
-                        parser_version=parsed.parser_version,
-                        block_count=parsed.block_count,
-                        page_count=parsed.page_count,
-                        parsed_at=document.parsed_at or utc_now(),
-                    ),
-                    None,
+            events = [
+                outgoing.document_parsed(
+                    settings,
+                    document_id,
+                    job_id,
+                    document.tenant,
+                    text_blob_sha256=parsed.text_blob_sha256,
+                    content_type=parsed.content_type,
+                    parser=parsed.parser,
+                    parser_version=parsed.parser_version,
+                    block_count=parsed.block_count,
+                    page_count=parsed.page_count,
+                    parsed_at=document.parsed_at or utc_now(),
                 )
             ]
         else:
@@ -169,37 +164,31 @@ def _emit(services: Services, document_id: uuid.UUID, job_id: uuid.UUID, stage: 
             )
             now = utc_now()
             events = [
-                (
-                    topology.CHUNKED,
-                    str(c.id),
-                    crypto.seal_chunk(
-                        chunk_created(
-                            chunk_id=c.id,
-                            document_id=document_id,
-                            job_id=job_id,
-                            tenant=document.tenant,
-                            chunk_index=c.chunk_index,
-                            chunk_count=len(chunks),
-                            text=c.text,
-                            token_count=c.token_count,
-                            pages=c.pages,
-                            heading_path=c.heading_path,
-                            chunker_version=c.chunker_version,
-                            chunker_config_hash=c.chunker_config_hash,
-                            parser=c.parser,
-                            parser_version=c.parser_version,
-                            created_at=now,
-                        ),
-                        doc_key,
-                    ),
-                    document_spread(document_id, c.chunk_index),
+                outgoing.chunk_created(
+                    settings,
+                    key=doc_key,
+                    chunk_id=c.id,
+                    document_id=document_id,
+                    job_id=job_id,
+                    tenant=document.tenant,
+                    chunk_index=c.chunk_index,
+                    chunk_count=len(chunks),
+                    text=c.text,
+                    token_count=c.token_count,
+                    pages=c.pages,
+                    heading_path=c.heading_path,
+                    chunker_version=c.chunker_version,
+                    chunker_config_hash=c.chunker_config_hash,
+                    parser=c.parser,
+                    parser_version=c.parser_version,
+                    created_at=now,
                 )
                 for c in chunks
             ]
     with services.publish_lock:
-        for topic, key, event, spread in events:
+        for out in events:
             services.producer.send(
-                settings.topic(topic), key, services.codec.encode(event), spread=spread
+                out.topic, out.key, services.codec.encode(out.event), spread=out.spread
             )
         services.producer.wait()
 

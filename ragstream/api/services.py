@@ -9,7 +9,7 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
 from ragstream.api.keys import load_keys
-from ragstream.consumers.base import StageContext
+from ragstream.context import StageContext
 from ragstream.db.engine import make_engine
 from ragstream.db.migrate import require_head
 from ragstream.kafka import admin_client

@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 from sqlalchemy import func, select, update
 
-from ragstream.consumers.base import StageContext
+from ragstream.context import StageContext
 from ragstream.db import blobs, repository
 from ragstream.db.models import Document, LlamaParseJob
 from ragstream.errors import RagstreamError

@@ -18,9 +18,8 @@ import structlog
 from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from ragstream import topology
-from ragstream.consumers.base import StageContext
-from ragstream.consumers.parse import parsed_event, parsed_output
+from ragstream.consumers.parse import parsed_output
+from ragstream.context import StageContext
 from ragstream.db import repository
 from ragstream.db.models import Document, LlamaParseJob, ParseBuffer, WebhookDelivery
 from ragstream.db.repository import Transition
@@ -28,6 +27,7 @@ from ragstream.documents import Block, ParsedDocument
 from ragstream.llamaparse.client import Page
 from ragstream.parsing.markdown import parse_markdown
 from ragstream.producers.producer import EventProducer
+from ragstream.schemas.outgoing import document_parsed
 from ragstream.state import DocumentStatus
 
 log = structlog.get_logger(__name__)
@@ -139,7 +139,8 @@ def publish_parsed(ctx: StageContext, producer: EventProducer, llamaparse_job_id
         return False
     if row.current_job_id != row.job_id or row.parsed_at is None:
         return False  # reprocessed since: the new job publishes its own
-    event = parsed_event(
+    out = document_parsed(
+        ctx,
         row.document_id,
         row.job_id,
         row.tenant,
@@ -151,7 +152,7 @@ def publish_parsed(ctx: StageContext, producer: EventProducer, llamaparse_job_id
         page_count=row.page_count,
         parsed_at=row.parsed_at,
     )
-    producer.send(ctx.topic(topology.PARSED), str(row.document_id), ctx.codec.encode(event))
+    producer.send(out.topic, out.key, ctx.codec.encode(out.event))
     producer.wait()
     with ctx.engine.begin() as conn:
         conn.execute(

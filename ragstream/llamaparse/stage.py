@@ -13,7 +13,8 @@ from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from ragstream.consumers.base import Incoming, StageContext, StageOutput
+from ragstream.consumers.base import Incoming, StageOutput
+from ragstream.context import StageContext
 from ragstream.db import blobs
 from ragstream.db.models import LlamaParseJob
 from ragstream.llamaparse.client import LlamaParseClient

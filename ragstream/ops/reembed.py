@@ -12,22 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar, get_args
+from typing import get_args
 
 from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from ragstream import topology
-from ragstream.consumers.base import Incoming, StageContext, StageOutput
-from ragstream.consumers.embed import EmbedStage
-from ragstream.consumers.runner import StageRunner
+from ragstream.consumers.shadow import shadow_runner
 from ragstream.db.engine import make_engine
-from ragstream.db.migrate import require_head
 from ragstream.db.models import ChunkBuffer, Document, EmbeddingModel, VectorBuffer
 from ragstream.errors import PermanentError, RagstreamError
 from ragstream.kafka import admin_client
 from ragstream.ops import groups
-from ragstream.schemas.codec import make_codec
 from ragstream.settings import EmbedderName, Settings
 from ragstream.state import DocumentStatus
 
@@ -40,25 +36,6 @@ class UnknownModel(PermanentError):
 
 class CoverageIncomplete(RagstreamError):
     """The model lacks vectors for some chunks search can return; swapping would hide them."""
-
-
-class ShadowEmbedStage(EmbedStage):
-    """The embed stage for a model search does not use yet: it writes vectors and nothing else.
-
-    No status change and no ``ChunkEmbedded`` event: a document still in
-    flight must be completed by the live model's vectors, not by these. A chunk
-    the new model refuses goes to the DLQ and leaves its document as it is: the
-    live model still serves it, and the coverage shows the gap.
-    """
-
-    started_status: ClassVar[DocumentStatus | None] = None  # type: ignore[assignment]
-    fails_documents: ClassVar[bool] = False
-
-    def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
-        out = super().process(batch, ctx)
-        out.events.clear()
-        out.transitions.clear()
-        return out
 
 
 def canonical_spec(settings: Settings, spec: str) -> str:
@@ -184,14 +161,6 @@ def _register(conn: Connection, model: str, spec: str) -> None:
     )
 
 
-def _shadow_runner(settings: Settings, group: str) -> tuple[StageRunner, ShadowEmbedStage]:
-    engine = make_engine(settings)
-    require_head(engine)
-    ctx = StageContext(settings=settings, engine=engine, codec=make_codec(settings))
-    stage = ShadowEmbedStage()
-    return StageRunner(stage, settings, engine, ctx, group_id=group), stage
-
-
 def reembed(
     settings: Settings,
     spec: str,
@@ -214,7 +183,7 @@ def reembed(
     lag = -1
     model = ""
     for _ in range(max_rounds):
-        runner, stage = _shadow_runner(shadow, group)
+        runner, stage = shadow_runner(shadow, group)
         if follow:
             runner.install_signal_handlers()
         try:

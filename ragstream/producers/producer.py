@@ -7,29 +7,18 @@ and raises if any was not. Callers store offsets or answer 202 only after
 
 from __future__ import annotations
 
-import uuid
-import zlib
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from ragstream.errors import DependencyUnavailable
 from ragstream.kafka import producer_config
+from ragstream.schemas.outgoing import document_spread
 from ragstream.settings import Settings
 
 Headers = list[tuple[str, str | bytes | None]]
 
-
-def document_spread(document_id: uuid.UUID, index: int) -> int:
-    """The ``spread`` of a document's ``index``-th part or chunk.
-
-    Consecutive partitions from one the document picks: a document's pieces
-    are shared out evenly among the consumers of a topic, where hashing their
-    keys would leave one consumer with more than its share (and the others
-    waiting for it at the end). The same piece always lands on the same
-    partition, as long as the topic keeps its partition count.
-    """
-    return zlib.crc32(document_id.bytes) + index
+__all__ = ["DeliveryFailed", "EventProducer", "Headers", "document_spread"]
 
 
 class DeliveryFailed(DependencyUnavailable):

@@ -15,13 +15,14 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
-from ragstream import ids, topology, tracing
+from ragstream import ids, tracing
 from ragstream.db import blobs
 from ragstream.db.models import Document, Job
 from ragstream.parsing import sniff_content_type
 from ragstream.producers.producer import EventProducer
 from ragstream.schemas.codec import Codec
-from ragstream.schemas.events import PARSER_CHOICES, DocumentUploaded
+from ragstream.schemas.events import PARSER_CHOICES
+from ragstream.schemas.outgoing import document_uploaded
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
 
@@ -144,17 +145,16 @@ class Submitter:
         parser: str,
         uploaded_at: datetime,
     ) -> None:
-        event = DocumentUploaded(
-            event_id=str(ids.event_id("DocumentUploaded", document_id, job_id)),
-            document_id=str(document_id),
-            job_id=str(job_id),
+        out = document_uploaded(
+            self.settings,
+            document_id,
+            job_id,
             tenant=tenant,
-            blob_sha256=sha,
-            blob_uri=blobs.uri_for(sha),
-            size_bytes=size,
+            sha=sha,
+            size=size,
             filename=filename,
+            metadata=metadata,
             parser=parser,
-            metadata=metadata or {},
             uploaded_at=uploaded_at,
         )
         # The trace starts here, or continues the caller's (an HTTP request's traceparent).
@@ -164,10 +164,7 @@ class Submitter:
             attributes={"ragstream.document_id": str(document_id), "ragstream.job_id": str(job_id)},
         ):
             self.producer.send(
-                self.settings.topic(topology.UPLOADED),
-                key=str(document_id),
-                value=self.codec.encode(event),
-                headers=tracing.header(),
+                out.topic, key=out.key, value=self.codec.encode(out.event), headers=tracing.header()
             )
             self.producer.wait()
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 import uuid
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
 from ragstream import ids, topology
+from ragstream.crypto import Key, seal_chunk
 from ragstream.db.blobs import uri_for
 from ragstream.schemas.events import (
     ChunkCreated,
@@ -45,10 +46,6 @@ class Outgoing:
     # Related messages that must not queue behind one another (a document's
     # parts) carry consecutive spreads: partition = spread mod partitions.
     spread: int | None = None
-
-    def with_event(self, event: Event) -> Outgoing:
-        """The same message carrying ``event`` instead (e.g. its text sealed)."""
-        return replace(self, event=event)
 
 
 def document_spread(document_id: uuid.UUID, index: int) -> int:
@@ -128,6 +125,7 @@ def document_parsed(
 def chunk_created(
     names: TopicNames,
     *,
+    key: Key,
     chunk_id: uuid.UUID,
     document_id: uuid.UUID,
     job_id: uuid.UUID,
@@ -146,8 +144,7 @@ def chunk_created(
 ) -> Outgoing:
     """One chunk of one job, keyed by the chunk and spread over the partitions: what embed reads.
 
-    Its text is in the clear: seal it (:func:`ragstream.crypto.seal_chunk`) with
-    :meth:`Outgoing.with_event` before it is published.
+    Its text and headings are sealed with the document's ``key`` (:mod:`ragstream.crypto`).
     """
     event = ChunkCreated(
         event_id=str(ids.event_id("ChunkCreated", chunk_id, job_id)),
@@ -170,7 +167,7 @@ def chunk_created(
     return Outgoing(
         names.topic(topology.CHUNKED),
         str(chunk_id),
-        event,
+        seal_chunk(event, key),
         document_spread(document_id, chunk_index),
     )
 

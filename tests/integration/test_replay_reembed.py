@@ -18,6 +18,7 @@ from ragstream import ids, topology
 from ragstream.cli import app
 from ragstream.consumers.base import Incoming, StageContext, StageOutput
 from ragstream.consumers.runner import StageRunner
+from ragstream.consumers.shadow import ShadowEmbedStage
 from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
 from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
@@ -150,7 +151,7 @@ def test_shadow_build_then_swap_only_when_coverage_is_complete(settings: Setting
     engine.dispose()
 
 
-class _Refusing(reembed.ShadowEmbedStage):
+class _Refusing(ShadowEmbedStage):
     """A new model that refuses every chunk (say, a smaller input limit)."""
 
     def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
