@@ -14,13 +14,12 @@ import structlog
 from sqlalchemy import Connection, Row, delete, exists, func, select
 from sqlalchemy.orm import Session
 
-from ragstream import crypto, ids, state, topology
+from ragstream import crypto, ids, state
 from ragstream.api.services import Services
 from ragstream.db import purge, repository
 from ragstream.db.models import ChunkBuffer, Document, DocumentPart, Job, ParseBuffer, VectorBuffer
 from ragstream.schemas import outgoing
 from ragstream.schemas.events import utc_now
-from ragstream.schemas.outgoing import document_spread
 from ragstream.state import DocumentStatus, Stage
 
 log = structlog.get_logger(__name__)
@@ -242,24 +241,10 @@ def _tombstones(
 ) -> None:
     """A null value for every key the document had, on its partition, so compacted topics
     forget it."""
-    settings = services.settings
+    stones = outgoing.document_tombstones(
+        services.settings, document_id, chunks=chunks, parts=parts
+    )
     with services.publish_lock:
-        for topic in (topology.UPLOADED, topology.PARSED, topology.EMBEDDED):
-            services.producer.send(settings.topic(topic), str(document_id), None)
-        for index in parts:  # part 0 travels under the document's own key
-            if not index:
-                continue
-            services.producer.send(
-                settings.topic(topology.UPLOADED),
-                f"{document_id}:{index}",
-                None,
-                spread=document_spread(document_id, index),
-            )
-        for chunk_id, index in chunks:
-            services.producer.send(
-                settings.topic(topology.CHUNKED),
-                str(chunk_id),
-                None,
-                spread=document_spread(document_id, index),
-            )
+        for stone in stones:
+            services.producer.send(stone.topic, stone.key, None, spread=stone.spread)
         services.producer.wait()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -199,3 +199,44 @@ def chunk_embedded(
         embedded_at=embedded_at,
     )
     return Outgoing(names.topic(topology.EMBEDDED), chunk.document_id, event)
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """A null value for a key a deleted document had, on the partition its events took."""
+
+    topic: str
+    key: str
+    spread: int | None = None
+
+
+def document_tombstones(
+    names: TopicNames,
+    document_id: uuid.UUID,
+    *,
+    chunks: Iterable[tuple[uuid.UUID, int]],
+    parts: Iterable[int],
+) -> list[Tombstone]:
+    """One tombstone for every key a document's events had: its own, its parts', its chunks'.
+
+    ``chunks`` are ``(chunk id, chunk index)``; ``parts`` the part indexes (part 0
+    travels under the document's own key).
+    """
+    out = [
+        Tombstone(names.topic(topic), str(document_id))
+        for topic in (topology.UPLOADED, topology.PARSED, topology.EMBEDDED)
+    ]
+    out += [
+        Tombstone(
+            names.topic(topology.UPLOADED),
+            f"{document_id}:{index}",
+            document_spread(document_id, index),
+        )
+        for index in parts
+        if index
+    ]
+    out += [
+        Tombstone(names.topic(topology.CHUNKED), str(chunk_id), document_spread(document_id, index))
+        for chunk_id, index in chunks
+    ]
+    return out
