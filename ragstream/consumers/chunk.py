@@ -11,11 +11,12 @@ from sqlalchemy import delete
 from ragstream import crypto, ids, topology
 from ragstream.chunking import CHUNKER_VERSION, ChunkerConfig, chunk_document
 from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, StageOutput
-from ragstream.db import blobs
+from ragstream.db import blobs, purge
 from ragstream.db.models import ChunkBuffer
 from ragstream.db.repository import Transition
 from ragstream.documents import ParsedDocument
 from ragstream.embedding.budget import token_budget
+from ragstream.errors import MissingBlob
 from ragstream.producers.producer import document_spread
 from ragstream.schemas.events import ChunkCreated, DocumentParsed, utc_now
 from ragstream.state import DocumentStatus
@@ -43,9 +44,12 @@ class ChunkStage(Stage):
         with ctx.engine.begin() as conn:
             # The chunks' text travels sealed with the document's key (crypto-shredding).
             key = crypto.key_for(conn, uuid.UUID(event.document_id))
-            if key is None:
+            if key is None and purge.was_deleted(conn, uuid.UUID(event.document_id)):
                 return StageOutput()  # the document was deleted: nothing to chunk
+            # A document that never existed has no blob either: MissingBlob, dead-lettered.
             parsed = ParsedDocument.from_json(blobs.get(conn, event.text_blob_sha256))
+            if key is None:
+                raise MissingBlob(f"document {event.document_id} has no key: it does not exist")
         chunks = chunk_document(
             parsed, self.config, self.count_tokens, count_tokens_batch=self.count_tokens_batch
         )

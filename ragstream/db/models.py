@@ -114,6 +114,15 @@ class Blob(Base):
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
 
 
+class DeletedDocument(Base):
+    """A deleted document's id (no content): its late events are skipped, not dead-lettered."""
+
+    __tablename__ = "deleted_documents"
+
+    document_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class DocumentKey(Base):
     """A document's own key: its events' text is sealed with it (``ragstream/crypto.py``).
 

@@ -18,10 +18,12 @@ import uuid
 from collections.abc import Iterable
 
 from sqlalchemy import Connection, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from ragstream.db import blobs
 from ragstream.db.models import (
     ChunkBuffer,
+    DeletedDocument,
     Document,
     DocumentPart,
     EmbeddingCache,
@@ -53,6 +55,11 @@ def purge_documents(conn: Connection, document_ids: Iterable[uuid.UUID]) -> None
         ).scalars()
     ) | set(conn.execute(select(chunk_hash).where(ChunkBuffer.document_id.in_(ids))).scalars())
     conn.execute(delete(Document).where(Document.id.in_(ids)))
+    conn.execute(
+        pg_insert(DeletedDocument)
+        .values([{"document_id": i} for i in ids])
+        .on_conflict_do_nothing(index_elements=["document_id"])
+    )
     blobs.delete_unreferenced(conn, locked)
     if texts:
         still_used = set(
@@ -63,3 +70,11 @@ def purge_documents(conn: Connection, document_ids: Iterable[uuid.UUID]) -> None
         unused = sorted(texts - still_used)
         if unused:
             conn.execute(delete(EmbeddingCache).where(EmbeddingCache.text_sha256.in_(unused)))
+
+
+def was_deleted(conn: Connection, document_id: uuid.UUID) -> bool:
+    """Whether this document existed and was deleted (rather than never existing)."""
+    found = conn.execute(
+        select(DeletedDocument.document_id).where(DeletedDocument.document_id == document_id)
+    ).first()
+    return found is not None
