@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import typer
 
-from ragstream.cli import _stage_counts
+from ragstream.cli.run import _stage_counts
 from ragstream.supervisor import Supervisor
 
 

@@ -1,0 +1,191 @@
+"""Documents in and out: ``ingest``, ``status`` and ``search``."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ragstream.cli.common import console, resolved, settings
+from ragstream.cli.errors import UsageError
+from ragstream.settings import Settings
+
+if TYPE_CHECKING:
+    from ragstream.ingest import Item
+
+app = typer.Typer()
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or directories (recursive).")],
+    wait: Annotated[bool, typer.Option(help="Follow the documents to the end.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary.")] = False,
+    api: Annotated[
+        str | None, typer.Option("--api", help="Submit through the HTTP API at this URL.")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", help="With --api: the key (default: the one `up` made)."),
+    ] = None,
+) -> None:
+    """Submit documents to the pipeline."""
+    if api is None:
+        ingest_directly(resolved(), paths, wait=wait, timeout=timeout, as_json=as_json)
+        return
+    from ragstream.client import submit_paths_via_api
+
+    key = api_key or _stored_api_key(settings())
+    started = time.monotonic()
+    items = submit_paths_via_api(api, key, paths, wait=wait, timeout_s=timeout)
+    _report(items, time.monotonic() - started, as_json=as_json)
+
+
+def _stored_api_key(settings: Settings) -> str:
+    from ragstream.api.keys import cli_key, is_operator, key_file, load_keys
+
+    tenants = {k: t for k, t in load_keys(settings).items() if not is_operator(t)}
+    found = cli_key(tenants, settings.tenant)
+    if found is None:
+        raise UsageError(f"no API key: pass --api-key or run `ragstream up` ({key_file(settings)})")
+    return found[0]
+
+
+def ingest_directly(
+    settings: Settings, paths: list[Path], *, wait: bool, timeout: float, as_json: bool
+) -> None:
+    """Submit through the database and Kafka (``ingest`` without ``--api``, ``up --ingest``)."""
+    from ragstream.db.engine import make_engine
+    from ragstream.ingest import submit_paths, wait_for
+    from ragstream.producers.producer import EventProducer
+    from ragstream.producers.submit import Submitter
+    from ragstream.schemas.codec import make_codec
+
+    started = time.monotonic()
+    producer = EventProducer(settings)
+    submitter = Submitter(settings, make_engine(settings), producer, make_codec(settings))
+    items = submit_paths(submitter, paths, settings.max_upload_bytes)
+    if wait:
+        wait_for(submitter, items, timeout_s=timeout, console=None if as_json else console)
+    producer.close()
+    _report(items, time.monotonic() - started, as_json=as_json)
+
+
+def _report(items: list[Item], elapsed_s: float, *, as_json: bool) -> None:
+    from ragstream.ingest import summary
+
+    report = summary(items, elapsed_s)
+    if as_json:
+        print(json.dumps(report))
+        return
+    table = Table("path", "status", "chunks", "error")
+    for item in report["items"]:
+        table.add_row(item["path"], item["status"], str(item["chunks"]), item["error"] or "")
+    Console().print(table)
+    Console().print(
+        f"{report['documents']} documents: {report['complete']} complete, "
+        f"{report['failed']} failed, {report['stuck']} not finished; "
+        f"{report['chunks']} chunks in {report['elapsed_s']:.1f}s"
+    )
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Documents by status, each stage's consumer lag, and each embedding model's coverage."""
+    from ragstream.db.engine import make_engine
+    from ragstream.ops.reembed import coverage
+    from ragstream.progress import stage_lag, status_counts
+
+    current = resolved()
+    engine = make_engine(current)
+    documents, lag = status_counts(engine), stage_lag(current)
+    models = coverage(engine)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "documents": documents,
+                    "lag": lag,
+                    "kafka": current.bootstrap,
+                    "api_url": current.api_url,
+                    "embedding_models": [
+                        {
+                            "model": m.model,
+                            "state": m.state,
+                            "vectors": m.vectors,
+                            "chunks": m.chunks,
+                            "coverage_percent": round(m.percent, 2),
+                        }
+                        for m in models
+                    ],
+                }
+            )
+        )
+        return
+    table = Table("status", "documents")
+    for name, count in sorted(documents.items()):
+        table.add_row(name, str(count))
+    Console().print(table)
+    lags = Table("stage", "lag")
+    for name, count in lag.items():
+        lags.add_row(name, str(count))
+    Console().print(lags)
+    per_model = Table("embedding model", "state", "vectors / chunks of complete documents")
+    for m in models:
+        per_model.add_row(m.model, m.state or "-", f"{m.vectors} / {m.chunks} ({m.percent:.1f}%)")
+    Console().print(per_model)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
+    k: Annotated[int, typer.Option(help="How many chunks to show.")] = 5,
+    tenant: Annotated[str | None, typer.Option(help="Tenant to search (default TENANT).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model to search (hash, minilm, openai:<name>); default the active one."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
+) -> None:
+    """Search the complete documents: the chunks closest to QUERY, best first."""
+    from ragstream.db.engine import make_engine
+    from ragstream.search import QueryEmbedders
+    from ragstream.search import search as find
+
+    current = resolved()
+    engine = make_engine(current)
+    embedders = QueryEmbedders(current, engine)
+    try:
+        embedder = embedders.get(model)
+        hits = find(engine, embedder, query, tenant=tenant or current.tenant, k=k)
+    finally:
+        embedders.close()
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {**h.__dict__, "chunk_id": str(h.chunk_id), "document_id": str(h.document_id)}
+                    for h in hits
+                ]
+            )
+        )
+        return
+    table = Table("score", "document", "pages", "section", "text")
+    for h in hits:
+        text = " ".join(h.text.split())
+        table.add_row(
+            f"{h.score:.3f}",
+            h.filename or str(h.document_id)[:8],
+            ",".join(map(str, h.pages)) or "-",
+            " > ".join(h.heading_path) or "-",
+            text[:160] + ("..." if len(text) > 160 else ""),
+        )
+    Console().print(table)
+    if not hits:
+        console.print(f"no complete documents match (model {embedder.name})")
