@@ -1,0 +1,142 @@
+"""Each event built next to its schema: topic (prefixed), key, spread, and the same event as
+the stage that emits it builds."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from ragstream import crypto, ids
+from ragstream.consumers.chunk import chunk_created as stage_chunk_created
+from ragstream.consumers.parse import parsed_event as stage_parsed_event
+from ragstream.schemas import outgoing
+from ragstream.schemas.codec import SingleObjectCodec
+from ragstream.schemas.events import ChunkCreated, DocumentParsed, DocumentUploaded
+
+
+class Names:
+    def topic(self, name: str) -> str:
+        return f"p.{name}"
+
+
+DOC = uuid.uuid4()
+JOB = ids.job_id(DOC, "upload")
+AT = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
+
+
+def test_document_uploaded() -> None:
+    out = outgoing.document_uploaded(
+        Names(),
+        DOC,
+        JOB,
+        tenant="t",
+        sha="ab" * 32,
+        size=12,
+        filename="a.pdf",
+        metadata={"k": "v"},
+        parser="local",
+        uploaded_at=AT,
+    )
+    assert (out.topic, out.key, out.spread) == ("p.documents.uploaded", str(DOC), None)
+    assert isinstance(out.event, DocumentUploaded)
+    assert out.event.event_id == str(ids.event_id("DocumentUploaded", DOC, JOB))
+    assert out.event.blob_uri.endswith("ab" * 32)
+    codec = SingleObjectCodec()
+    assert codec.decode(codec.encode(out.event), DocumentUploaded) == out.event
+
+
+def test_document_parsed_is_the_parse_stage_s_event() -> None:
+    fields = dict(
+        text_blob_sha256="cd" * 32,
+        content_type="application/pdf",
+        parser="local",
+        parser_version="1",
+        block_count=3,
+        page_count=2,
+        parsed_at=AT,
+    )
+    out = outgoing.document_parsed(Names(), DOC, JOB, "t", **fields)  # type: ignore[arg-type]
+    assert (out.topic, out.key, out.spread) == ("p.documents.parsed", str(DOC), None)
+    assert isinstance(out.event, DocumentParsed)
+    stage = stage_parsed_event(DOC, JOB, "t", **fields)  # type: ignore[arg-type]
+    assert replace(out.event, emitted_at=stage.emitted_at) == stage
+
+
+def test_chunk_created_is_sealed_keyed_by_chunk_and_spread() -> None:
+    chunk = ids.chunk_id(DOC, "c1", 4)
+    key = crypto.Key(DOC, uuid.uuid4(), os.urandom(32))
+    fields = dict(
+        chunk_id=chunk,
+        document_id=DOC,
+        job_id=JOB,
+        tenant="t",
+        chunk_index=4,
+        chunk_count=9,
+        text="hello",
+        token_count=1,
+        pages=[1],
+        heading_path=["H"],
+        chunker_version="c1",
+        chunker_config_hash="h",
+        parser="local",
+        parser_version="1",
+        created_at=AT,
+    )
+    out = outgoing.chunk_created(Names(), key=key, **fields)  # type: ignore[arg-type]
+    assert (out.topic, out.key) == ("p.documents.chunked", str(chunk))
+    assert out.spread == outgoing.document_spread(DOC, 4)
+    assert isinstance(out.event, ChunkCreated)
+    assert crypto.is_sealed(out.event.text) and key.open(out.event.text) == "hello"
+    clear = stage_chunk_created(**fields)  # type: ignore[arg-type]
+    assert out.event.event_id == clear.event_id
+    opened = crypto.open_chunk(out.event, {DOC: key})
+    assert replace(opened, emitted_at=clear.emitted_at) == clear
+
+
+def test_chunk_embedded_follows_its_chunk() -> None:
+    chunk = stage_chunk_created(
+        chunk_id=uuid.uuid4(),
+        document_id=DOC,
+        job_id=JOB,
+        tenant="t",
+        chunk_index=0,
+        chunk_count=1,
+        text="x",
+        token_count=1,
+        pages=[],
+        heading_path=[],
+        chunker_version="c1",
+        chunker_config_hash="h",
+        parser="local",
+        parser_version="1",
+        created_at=AT,
+    )
+    emb = ids.embedding_id(uuid.UUID(chunk.chunk_id), "hash")
+    out = outgoing.chunk_embedded(
+        Names(),
+        chunk,
+        embedding_id=emb,
+        model="hash",
+        model_version="1",
+        vector=[0.5, 0.25],
+        embedded_at=AT,
+    )
+    assert (out.topic, out.key) == ("p.documents.embedded", str(DOC))
+    assert out.event.event_id == str(ids.event_id("ChunkEmbedded", emb, JOB))
+    assert out.event.dimensions == 2  # type: ignore[attr-defined]
+
+
+def test_tombstones_cover_every_key_of_the_document() -> None:
+    chunks = [(uuid.uuid4(), 0), (uuid.uuid4(), 1)]
+    stones = outgoing.document_tombstones(Names(), DOC, chunks=chunks, parts=[0, 1, 2])
+    assert [(s.topic, s.key, s.spread) for s in stones] == [
+        ("p.documents.uploaded", str(DOC), None),
+        ("p.documents.parsed", str(DOC), None),
+        ("p.documents.embedded", str(DOC), None),
+        ("p.documents.uploaded", f"{DOC}:1", outgoing.document_spread(DOC, 1)),
+        ("p.documents.uploaded", f"{DOC}:2", outgoing.document_spread(DOC, 2)),
+        ("p.documents.chunked", str(chunks[0][0]), outgoing.document_spread(DOC, 0)),
+        ("p.documents.chunked", str(chunks[1][0]), outgoing.document_spread(DOC, 1)),
+    ]
