@@ -21,7 +21,8 @@ from ragstream.monitor.logic import Alert, AlertKind
 from ragstream.producers.producer import EventProducer
 from ragstream.schemas.codec import Codec, RegistryCodec, SchemaCatalog, SingleObjectCodec
 from ragstream.schemas.codec import registry_client as make_registry_client
-from ragstream.schemas.events import MONITOR_EVENT_TYPES, PipelineAlert, history, schema_json
+from ragstream.schemas.events import MONITOR_EVENT_TYPES, history, schema_json
+from ragstream.schemas.outgoing import Outgoing, pipeline_alert
 from ragstream.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -42,16 +43,18 @@ def alert_codec(settings: Settings) -> Codec:
     return RegistryCodec(make_registry_client(settings), catalog=alert_catalog())
 
 
-def _event(alert_id: str, kind: str, row: dict[str, Any], state: str) -> PipelineAlert:
-    details = {str(k): str(v) for k, v in (row.get("details") or {}).items()}
-    return PipelineAlert(
+def _event(
+    settings: Settings, alert_id: str, kind: str, row: dict[str, Any], state: str
+) -> Outgoing:
+    return pipeline_alert(
+        settings,
         alert_id=alert_id,
         kind=kind,
         stage=row.get("stage"),
         document_id=str(row["document_id"]) if row.get("document_id") else None,
         message=row["message"],
         state=state,
-        details=details,
+        details={str(k): str(v) for k, v in (row.get("details") or {}).items()},
         first_seen_at=row.get("first_seen_at") or datetime.now(UTC),
     )
 
@@ -70,9 +73,9 @@ class AlertSink:
         self.codec = codec or alert_codec(settings)
         self.topic = settings.topic(topology.ALERTS)
 
-    def _publish(self, events: Iterable[PipelineAlert]) -> None:
-        for event in events:
-            self.producer.send(self.topic, key=event.alert_id, value=self.codec.encode(event))
+    def _publish(self, events: Iterable[Outgoing]) -> None:
+        for out in events:
+            self.producer.send(out.topic, key=out.key, value=self.codec.encode(out.event))
         self.producer.wait()
 
     def open(self, alerts: Sequence[Alert]) -> list[Alert]:
@@ -83,6 +86,7 @@ class AlertSink:
             new = store.open_alerts(conn, alerts)
             self._publish(
                 _event(
+                    self.settings,
                     str(a.id),
                     a.kind.value,
                     {
@@ -110,7 +114,9 @@ class AlertSink:
     def resolve(self, kind: AlertKind, still_active: Iterable[Any]) -> list[dict[str, Any]]:
         with self.engine.begin() as conn:
             rows = store.resolve_alerts(conn, kind, still_active)
-            self._publish(_event(str(r["id"]), r["kind"], r, "resolved") for r in rows)
+            self._publish(
+                _event(self.settings, str(r["id"]), r["kind"], r, "resolved") for r in rows
+            )
         for r in rows:
             log.info("alert_resolved", kind=r["kind"], stage=r["stage"], alert_id=str(r["id"]))
         return rows
@@ -118,7 +124,9 @@ class AlertSink:
     def expire(self) -> list[dict[str, Any]]:
         with self.engine.begin() as conn:
             rows = store.expire_one_off_alerts(conn, self.settings.event_alert_open_s)
-            self._publish(_event(str(r["id"]), r["kind"], r, "resolved") for r in rows)
+            self._publish(
+                _event(self.settings, str(r["id"]), r["kind"], r, "resolved") for r in rows
+            )
         return rows
 
     def close(self) -> None:

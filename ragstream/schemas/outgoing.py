@@ -29,6 +29,7 @@ from ragstream.schemas.events import (
     DocumentParsed,
     DocumentUploaded,
     Event,
+    PipelineAlert,
 )
 
 
@@ -240,3 +241,29 @@ def document_tombstones(
         for chunk_id, index in chunks
     ]
     return out
+
+
+def pipeline_alert(
+    names: TopicNames,
+    *,
+    alert_id: str,
+    kind: str,
+    message: str,
+    first_seen_at: datetime,
+    stage: str | None,
+    document_id: str | None,
+    state: str,
+    details: Mapping[str, str],
+) -> Outgoing:
+    """An alert of the monitor, opened or resolved, keyed by its id: ``pipeline.alerts``."""
+    event = PipelineAlert(
+        alert_id=alert_id,
+        kind=kind,
+        stage=stage,
+        document_id=document_id,
+        message=message,
+        state=state,
+        details=dict(details),
+        first_seen_at=first_seen_at,
+    )
+    return Outgoing(names.topic(topology.ALERTS), alert_id, event)
