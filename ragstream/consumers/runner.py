@@ -45,10 +45,11 @@ from sqlalchemy import Engine, text
 
 from ragstream import topology, tracing
 from ragstream.consumers import metrics
-from ragstream.consumers.base import Failure, Incoming, Stage, StageContext, StageOutput
+from ragstream.consumers.base import Failure, Incoming, Stage, StageOutput
 from ragstream.consumers.feed import PAUSE_AFTER_S, PartitionFeed
 from ragstream.consumers.health import HealthServer, refresh_lag
 from ragstream.consumers.offsets import OffsetBook, Position
+from ragstream.context import StageContext
 from ragstream.db import repository
 from ragstream.db.repository import Transition
 from ragstream.deadletter import DeadLetter, attempt_of, dead_letter_headers
