@@ -14,6 +14,11 @@ STALE_EVENTS = Counter(
     "Events skipped because their job is no longer their document's current job (reprocessed).",
     ("stage",),
 )
+DEPENDENCY_DOWN = Gauge(
+    "ragstream_dependency_down",
+    "1 while the stage waits for a dependency (database, broker, topic, embedder), else 0.",
+    ("stage",),
+)
 RETRIES = Counter(
     "ragstream_stage_retries_total", "Batches retried after a retryable error.", ("stage",)
 )

@@ -49,6 +49,7 @@ from ragstream.consumers.base import Failure, Incoming, Stage, StageOutput
 from ragstream.consumers.feed import PAUSE_AFTER_S, PartitionFeed
 from ragstream.consumers.health import HealthServer, refresh_lag
 from ragstream.consumers.offsets import OffsetBook, Position
+from ragstream.consumers.outage import OutageAlert
 from ragstream.context import StageContext
 from ragstream.db import repository
 from ragstream.db.repository import Transition
@@ -124,6 +125,7 @@ class StageRunner:
             beat=self._beat,
         )
         self.offsets = OffsetBook()
+        self.outage = OutageAlert(stage.name, self.engine)
         self.policy = RetryPolicy(
             initial_s=settings.retry_backoff_initial_s,
             max_s=settings.retry_backoff_max_s,
@@ -322,6 +324,7 @@ class StageRunner:
                 )
                 if self.feed.sleep(delay, self._stopping):
                     return False  # stopping: nothing stored, the batch will be redelivered
+        self.outage.up()  # a batch went through: whatever was down answers again
         self.offsets.finish(map(_position, self._ours(batch)))
         self.feed.store(self.offsets.take())
         elapsed = time.monotonic() - started
@@ -418,6 +421,7 @@ class StageRunner:
             if as_permanent(exc) is not None:  # the probe itself refused: that is an answer
                 return True
             log.info("dependency_down", stage=self.stage.name, error=str(exc)[:300])
+            self.outage.down(str(exc), time.monotonic())
             return False
         return True
 

@@ -45,6 +45,7 @@ class AlertKind(StrEnum):
     IMPOSSIBLE_TIMESTAMP = "impossible_timestamp"
     DLQ_MESSAGE = "dlq_message"
     STAGE_STALLED = "stage_stalled"
+    DEPENDENCY_DOWN = "dependency_down"  # raised by the stage workers themselves
 
 
 ONE_OFF_KINDS = frozenset({AlertKind.IMPOSSIBLE_TIMESTAMP, AlertKind.DLQ_MESSAGE})

@@ -22,6 +22,7 @@ from ragstream.db.engine import make_engine
 from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
 from ragstream.errors import DependencyUnavailable
 from ragstream.kafka import consumer_config
+from ragstream.monitor import store
 from ragstream.producers.producer import EventProducer
 from ragstream.schemas.codec import make_codec
 from ragstream.schemas.events import DocumentUploaded
@@ -684,9 +685,18 @@ def test_an_embedder_outage_is_waited_out_without_failing_documents(settings: Se
         time.sleep(5)  # well past max_batch_attempts: nothing may fail meanwhile
         with engine.connect() as conn:
             assert "failed" not in set(conn.execute(select(Document.status)).scalars())
+            (alert,) = [a for a in store.list_alerts(conn) if a["kind"] == "dependency_down"]
+        assert alert["stage"] == "embed" and alert["state"] == "open", alert
         endpoint.down = False
         worker.join(60)
         assert not worker.is_alive()
+        with engine.connect() as conn:
+            (closed,) = [
+                a
+                for a in store.list_alerts(conn, include_resolved_s=3600)
+                if a["kind"] == "dependency_down"
+            ]
+        assert closed["state"] == "resolved", closed
         stats = runner.stats
         assert (stats.processed, stats.failed) == (chunks, 0)
         assert stats.retries >= 3
