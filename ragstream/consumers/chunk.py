@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import delete
 
-from ragstream import crypto, ids, topology
+from ragstream import crypto, ids
 from ragstream.chunking import CHUNKER_VERSION, ChunkerConfig, chunk_document
-from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, StageOutput
+from ragstream.consumers.base import Incoming, Stage, StageContext, StageOutput
 from ragstream.db import blobs, purge
 from ragstream.db.models import ChunkBuffer
 from ragstream.db.repository import Transition
 from ragstream.documents import ParsedDocument
 from ragstream.embedding.budget import token_budget
 from ragstream.errors import MissingBlob
-from ragstream.producers.producer import document_spread
-from ragstream.schemas.events import ChunkCreated, DocumentParsed, utc_now
+from ragstream.schemas import outgoing
+from ragstream.schemas.events import DocumentParsed, utc_now
 from ragstream.state import DocumentStatus
 
 
@@ -88,72 +86,27 @@ class ChunkStage(Stage):
                 )
             )
             out.events.append(
-                Outgoing(
-                    ctx.topic(topology.CHUNKED),
-                    str(chunk_id),
-                    crypto.seal_chunk(
-                        chunk_created(
-                            chunk_id=chunk_id,
-                            document_id=document_id,
-                            job_id=job_id,
-                            tenant=event.tenant,
-                            chunk_index=chunk.index,
-                            chunk_count=len(chunks),
-                            text=chunk.text,
-                            token_count=chunk.token_count,
-                            pages=chunk.pages,
-                            heading_path=chunk.heading_path,
-                            chunker_version=CHUNKER_VERSION,
-                            chunker_config_hash=self.config_hash,
-                            parser=event.parser,
-                            parser_version=event.parser_version,
-                            created_at=now,
-                        ),
-                        key,
-                    ),
-                    spread=document_spread(document_id, chunk.index),
+                outgoing.chunk_created(
+                    ctx,
+                    key=key,
+                    chunk_id=chunk_id,
+                    document_id=document_id,
+                    job_id=job_id,
+                    tenant=event.tenant,
+                    chunk_index=chunk.index,
+                    chunk_count=len(chunks),
+                    text=chunk.text,
+                    token_count=chunk.token_count,
+                    pages=chunk.pages,
+                    heading_path=chunk.heading_path,
+                    chunker_version=CHUNKER_VERSION,
+                    chunker_config_hash=self.config_hash,
+                    parser=event.parser,
+                    parser_version=event.parser_version,
+                    created_at=now,
                 )
             )
         out.transitions.append(
             Transition(document_id, job_id, DocumentStatus.CHUNKED, {"chunk_count": len(chunks)})
         )
         return out
-
-
-def chunk_created(
-    *,
-    chunk_id: uuid.UUID,
-    document_id: uuid.UUID,
-    job_id: uuid.UUID,
-    tenant: str,
-    chunk_index: int,
-    chunk_count: int,
-    text: str,
-    token_count: int,
-    pages: Sequence[int],
-    heading_path: Sequence[str],
-    chunker_version: str,
-    chunker_config_hash: str,
-    parser: str,
-    parser_version: str,
-    created_at: datetime,
-) -> ChunkCreated:
-    """The ChunkCreated of one chunk in one job; also what a reprocess from ``embed`` re-emits."""
-    return ChunkCreated(
-        event_id=str(ids.event_id("ChunkCreated", chunk_id, job_id)),
-        chunk_id=str(chunk_id),
-        document_id=str(document_id),
-        job_id=str(job_id),
-        tenant=tenant,
-        chunk_index=chunk_index,
-        chunk_count=chunk_count,
-        text=text,
-        token_count=token_count,
-        pages=tuple(pages),
-        heading_path=tuple(heading_path),
-        chunker_version=chunker_version,
-        chunker_config_hash=chunker_config_hash,
-        parser=parser,
-        parser_version=parser_version,
-        created_at=created_at,
-    )

@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from prometheus_client import Counter
 from sqlalchemy import Connection, select
 
-from ragstream import crypto, ids, topology
-from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, StageOutput
+from ragstream import crypto, ids
+from ragstream.consumers.base import Incoming, Stage, StageContext, StageOutput
 from ragstream.db.models import EmbeddingCache, VectorBuffer
 from ragstream.embedding import Embedder, make_embedder
-from ragstream.schemas.events import ChunkCreated, ChunkEmbedded, utc_now
+from ragstream.schemas import outgoing
+from ragstream.schemas.events import ChunkCreated, utc_now
 from ragstream.state import DocumentStatus
 
 CACHE_LOOKUPS = Counter(
@@ -157,24 +158,14 @@ class EmbedStage(Stage):
                 )
             )
             out.events.append(
-                Outgoing(
-                    ctx.topic(topology.EMBEDDED),
-                    event.document_id,
-                    ChunkEmbedded(
-                        event_id=str(ids.event_id("ChunkEmbedded", embedding_id, event.job_id)),
-                        embedding_id=str(embedding_id),
-                        chunk_id=event.chunk_id,
-                        document_id=event.document_id,
-                        job_id=event.job_id,
-                        tenant=event.tenant,
-                        chunk_index=event.chunk_index,
-                        chunk_count=event.chunk_count,
-                        model=model,
-                        model_version=version,
-                        dimensions=self.embedder.dimensions,
-                        vector=tuple(vector),
-                        embedded_at=now,
-                    ),
+                outgoing.chunk_embedded(
+                    ctx,
+                    event,
+                    embedding_id=embedding_id,
+                    model=model,
+                    model_version=version,
+                    vector=vector,
+                    embedded_at=now,
                 )
             )
         return out

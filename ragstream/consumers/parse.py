@@ -8,11 +8,9 @@ into a temporary file and goes from there to the blob store in slices.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
-from ragstream import ids, topology
 from ragstream.consumers import parts
-from ragstream.consumers.base import Incoming, Outgoing, Stage, StageContext, StageOutput
+from ragstream.consumers.base import Incoming, Stage, StageContext, StageOutput
 from ragstream.db import blobs
 from ragstream.db.models import ParseBuffer
 from ragstream.db.repository import Transition
@@ -20,7 +18,8 @@ from ragstream.documents import ParsedDocument, ParsedPayload, SpooledPayload
 from ragstream.errors import CorruptDocument, ParserLimitExceeded
 from ragstream.parsing.core import NO_TEXT
 from ragstream.parsing.sandbox import parse_spooled
-from ragstream.schemas.events import DocumentParsed, DocumentUploaded, utc_now
+from ragstream.schemas import outgoing
+from ragstream.schemas.events import DocumentUploaded, utc_now
 from ragstream.state import DocumentStatus
 
 # A parsed JSON larger than this is stored streamed, in its own transaction; a smaller
@@ -136,51 +135,18 @@ def parsed_output(
         )
     )
     out.events.append(
-        Outgoing(
-            ctx.topic(topology.PARSED),
-            str(document_id),
-            parsed_event(
-                document_id,
-                job_id,
-                tenant,
-                text_blob_sha256=text_sha,
-                content_type=parsed.content_type,
-                parser=parsed.parser,
-                parser_version=parsed.parser_version,
-                block_count=parsed.block_count,
-                page_count=parsed.page_count,
-                parsed_at=utc_now(),
-            ),
+        outgoing.document_parsed(
+            ctx,
+            document_id,
+            job_id,
+            tenant,
+            text_blob_sha256=text_sha,
+            content_type=parsed.content_type,
+            parser=parsed.parser,
+            parser_version=parsed.parser_version,
+            block_count=parsed.block_count,
+            page_count=parsed.page_count,
+            parsed_at=utc_now(),
         )
     )
     return out
-
-
-def parsed_event(
-    document_id: uuid.UUID,
-    job_id: uuid.UUID,
-    tenant: str,
-    *,
-    text_blob_sha256: str,
-    content_type: str,
-    parser: str,
-    parser_version: str,
-    block_count: int,
-    page_count: int | None,
-    parsed_at: datetime,
-) -> DocumentParsed:
-    """The DocumentParsed of one job; also what a reprocess from ``chunk`` re-emits."""
-    return DocumentParsed(
-        event_id=str(ids.event_id("DocumentParsed", document_id, job_id)),
-        document_id=str(document_id),
-        job_id=str(job_id),
-        tenant=tenant,
-        text_blob_sha256=text_blob_sha256,
-        text_blob_uri=blobs.uri_for(text_blob_sha256),
-        content_type=content_type,
-        parser=parser,
-        parser_version=parser_version,
-        block_count=block_count,
-        page_count=page_count,
-        parsed_at=parsed_at,
-    )

@@ -1,5 +1,5 @@
-"""Each event built next to its schema: topic (prefixed), key, spread, and the same event as
-the stage that emits it builds."""
+"""Each event built next to its schema (the stages emit these): topic (prefixed), key, spread,
+deterministic ids, the fields it was given."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from ragstream import crypto, ids
-from ragstream.consumers.chunk import chunk_created as stage_chunk_created
-from ragstream.consumers.parse import parsed_event as stage_parsed_event
 from ragstream.schemas import outgoing
 from ragstream.schemas.codec import SingleObjectCodec
 from ragstream.schemas.events import ChunkCreated, DocumentParsed, DocumentUploaded
@@ -60,8 +58,10 @@ def test_document_parsed_is_the_parse_stage_s_event() -> None:
     out = outgoing.document_parsed(Names(), DOC, JOB, "t", **fields)  # type: ignore[arg-type]
     assert (out.topic, out.key, out.spread) == ("p.documents.parsed", str(DOC), None)
     assert isinstance(out.event, DocumentParsed)
-    stage = stage_parsed_event(DOC, JOB, "t", **fields)  # type: ignore[arg-type]
-    assert replace(out.event, emitted_at=stage.emitted_at) == stage
+    assert out.event.event_id == str(ids.event_id("DocumentParsed", DOC, JOB))
+    assert (out.event.document_id, out.event.job_id, out.event.tenant) == (str(DOC), str(JOB), "t")
+    assert out.event.text_blob_uri.endswith("cd" * 32)
+    assert (out.event.block_count, out.event.page_count, out.event.parsed_at) == (3, 2, AT)
 
 
 def test_chunk_created_is_sealed_keyed_by_chunk_and_spread() -> None:
@@ -89,14 +89,17 @@ def test_chunk_created_is_sealed_keyed_by_chunk_and_spread() -> None:
     assert out.spread == outgoing.document_spread(DOC, 4)
     assert isinstance(out.event, ChunkCreated)
     assert crypto.is_sealed(out.event.text) and key.open(out.event.text) == "hello"
-    clear = stage_chunk_created(**fields)  # type: ignore[arg-type]
-    assert out.event.event_id == clear.event_id
+    assert out.event.event_id == str(ids.event_id("ChunkCreated", chunk, JOB))
     opened = crypto.open_chunk(out.event, {DOC: key})
-    assert replace(opened, emitted_at=clear.emitted_at) == clear
+    assert (opened.text, opened.heading_path, opened.pages) == ("hello", ("H",), (1,))
+    assert replace(opened, text=out.event.text, heading_path=out.event.heading_path) == out.event
 
 
 def test_chunk_embedded_follows_its_chunk() -> None:
-    chunk = stage_chunk_created(
+    key = crypto.Key(DOC, uuid.uuid4(), os.urandom(32))
+    created = outgoing.chunk_created(
+        Names(),
+        key=key,
         chunk_id=uuid.uuid4(),
         document_id=DOC,
         job_id=JOB,
@@ -113,6 +116,8 @@ def test_chunk_embedded_follows_its_chunk() -> None:
         parser_version="1",
         created_at=AT,
     )
+    assert isinstance(created.event, ChunkCreated)
+    chunk = crypto.open_chunk(created.event, {DOC: key})
     emb = ids.embedding_id(uuid.UUID(chunk.chunk_id), "hash")
     out = outgoing.chunk_embedded(
         Names(),
