@@ -20,7 +20,7 @@ Stage = enum.StrEnum("Stage", [(name, name) for name in STAGE_NAMES])  # type: i
 """The stages of the topology (ragstream/topology.py), one member each."""
 
 
-def stage(value: str) -> Any:
+def stage(value: str) -> Stage:
     """The :data:`Stage` named ``value``; anything else is a usage error listing the stages."""
     from ragstream.cli.errors import UsageError
 
