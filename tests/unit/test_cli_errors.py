@@ -70,3 +70,10 @@ def test_a_bogus_stage_is_one_line_listing_the_stages() -> None:
         f"unknown stage 'bogus'; one of {', '.join(topology.STAGE_NAMES)}"
     )
     assert result.stdout == ""
+
+
+def test_the_worker_stages_are_the_topology_stages() -> None:
+    from ragstream.cli.common import Stage, stage
+
+    assert [s.value for s in Stage] == list(topology.STAGE_NAMES)
+    assert stage("embed") is Stage("embed")
