@@ -57,7 +57,11 @@ def create_app(settings: Settings, *, poller: bool = True) -> FastAPI:
 
 def _unavailable(settings: Settings, what: str) -> JSONResponse:
     return JSONResponse(
-        {"detail": f"{what} unavailable, nothing was changed; try again later"},
+        {
+            "detail": f"{what} unavailable; whatever this request already stored is kept, "
+            "and the same request can be sent again safely (it is idempotent): retry after "
+            "Retry-After seconds"
+        },
         status_code=503,
         headers={"Retry-After": str(settings.api_retry_after_s)},
     )

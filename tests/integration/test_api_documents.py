@@ -292,6 +292,9 @@ def test_broker_down_is_503_with_retry_after_and_nothing_half_done(
             waited = time.monotonic() - started
             assert answer.status_code == 503, answer.text
             assert int(answer.headers["retry-after"]) >= 1
+            # The row and blob stay (below): the answer must not claim nothing was changed.
+            assert "nothing was changed" not in answer.text
+            assert "sent again safely" in answer.json()["detail"]
             assert waited < api.settings.api_publish_timeout_s + 20
             ready = client.get("/readyz")
             assert ready.status_code == 503 and ready.json()["checks"]["broker"] != "ok"
