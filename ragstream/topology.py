@@ -20,6 +20,8 @@ class StageSpec:
     name: str
     input_topic: str
     output_topic: str | None
+    implementation: str
+    """``module:Class`` of the stage, imported only when a worker runs it (embed loads a model)."""
 
     @property
     def group_id(self) -> str:
@@ -29,10 +31,10 @@ class StageSpec:
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
-        StageSpec("parse", UPLOADED, PARSED),
-        StageSpec("chunk", PARSED, CHUNKED),
-        StageSpec("embed", CHUNKED, EMBEDDED),
-        StageSpec("finalize", EMBEDDED, None),
+        StageSpec("parse", UPLOADED, PARSED, "ragstream.consumers.parse:ParseStage"),
+        StageSpec("chunk", PARSED, CHUNKED, "ragstream.consumers.chunk:ChunkStage"),
+        StageSpec("embed", CHUNKED, EMBEDDED, "ragstream.consumers.embed:EmbedStage"),
+        StageSpec("finalize", EMBEDDED, None, "ragstream.consumers.finalize:FinalizeStage"),
     )
 }
 STAGE_NAMES = tuple(STAGES)
