@@ -1,8 +1,8 @@
 """Kafka client configuration and topic administration, in one place.
 
-The settings here are the ones that make at-least-once hold (see
-RELIABILITY.md): idempotent producers with acks=all, consumers that store
-offsets by hand after the work is durable, cooperative-sticky assignment.
+The settings here are the ones that make at-least-once hold (README, "Never
+lost"): idempotent producers with acks=all, consumers that store offsets by
+hand after the work is durable, cooperative-sticky assignment.
 """
 
 from __future__ import annotations

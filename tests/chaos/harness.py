@@ -1,5 +1,5 @@
 """What every chaos test shares: a workload whose fate is known in advance, a supervised crew
-of real worker processes, and the exact accounting of RELIABILITY.md.
+of real worker processes, and the exact accounting below.
 
 The accounting, after the faults have healed:
 
