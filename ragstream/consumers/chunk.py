@@ -42,12 +42,12 @@ class ChunkStage(Stage):
         with ctx.engine.begin() as conn:
             # The chunks' text travels sealed with the document's key (crypto-shredding).
             key = crypto.key_for(conn, uuid.UUID(event.document_id))
-            if key is None and purge.was_deleted(conn, uuid.UUID(event.document_id)):
-                return StageOutput()  # the document was deleted: nothing to chunk
-            # A document that never existed has no blob either: MissingBlob, dead-lettered.
-            parsed = ParsedDocument.from_json(blobs.get(conn, event.text_blob_sha256))
             if key is None:
-                raise MissingBlob(f"document {event.document_id} has no key: it does not exist")
+                if purge.was_deleted(conn, uuid.UUID(event.document_id)):
+                    return StageOutput()  # the document was deleted: nothing to chunk
+                # Never existed: no blob and no key, dead-lettered.
+                raise MissingBlob(f"document {event.document_id} does not exist")
+            parsed = ParsedDocument.from_json(blobs.get(conn, event.text_blob_sha256))
         chunks = chunk_document(
             parsed, self.config, self.count_tokens, count_tokens_batch=self.count_tokens_batch
         )

@@ -12,7 +12,7 @@ the alert is written as soon as it answers again; until then the
 from __future__ import annotations
 
 import structlog
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine
 
 from ragstream.consumers import metrics
 from ragstream.monitor import store
@@ -56,14 +56,7 @@ class OutageAlert:
         if self.recorded:
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(
-                        update(store.alerts)
-                        .where(
-                            store.alerts.c.id == self._alert().id,
-                            store.alerts.c.resolved_at.is_(None),
-                        )
-                        .values(resolved_at=func.statement_timestamp())
-                    )
+                    store.resolve_alert(conn, self._alert().id)
             except Exception as exc:  # closed on the next batch that goes through
                 log.info("dependency_up_alert_unresolved", stage=self.stage, error=str(exc)[:200])
                 return

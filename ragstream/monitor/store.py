@@ -164,6 +164,16 @@ def resolve_alerts(
     return [dict(r) for r in rows]
 
 
+def resolve_alert(conn: Connection, alert_id: uuid.UUID) -> bool:
+    """Close one open alert (a condition its raiser saw end); False if it was not open."""
+    closed = conn.execute(
+        update(alerts)
+        .where(alerts.c.id == alert_id, alerts.c.resolved_at.is_(None))
+        .values(resolved_at=func.statement_timestamp())
+    )
+    return bool(closed.rowcount)
+
+
 def expire_one_off_alerts(conn: Connection, open_for_s: float) -> list[dict[str, Any]]:
     """One-off alerts (a DLQ record, a bad timestamp) close after ``open_for_s``."""
     cutoff = func.statement_timestamp() - timedelta(seconds=open_for_s)
