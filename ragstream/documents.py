@@ -11,12 +11,15 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import IO, Any, Literal
 
-BlockKind = Literal["heading", "paragraph"]
+# "table": the text is a Markdown table (header row, separator row, body rows, one row
+# per line); the chunker keeps rows whole and repeats the header in each piece.
+# "ocr": a paragraph read off an image by OCR (the lineage names the engine).
+BlockKind = Literal["heading", "paragraph", "table", "ocr"]
 
 
 @dataclass(frozen=True)
 class Block:
-    """One heading or one paragraph of text."""
+    """One heading, paragraph, table or OCR-read paragraph of text."""
 
     text: str
     kind: BlockKind = "paragraph"
