@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from ragstream.benchmark import corpus, limits, peer
+from ragstream.benchmark import corpus, limits, peer, retrieval
 from ragstream.benchmark.report import build_report
 from ragstream.benchmark.runs import Ingest, Session, metrics_delta, percentiles, stage_figures
 from ragstream.benchmark.stack import (
@@ -54,6 +54,7 @@ class BenchOptions:
     workers_per_stage: int = 1
     embed_workers: int = 0  # 0: one per core for a local model, else as the other stages
     embed_threads: int = 0  # 0: the cores shared out among the embed workers
+    embed_precision: Literal["fp32", "int8"] = "fp32"  # minilm on ONNX Runtime
     scaling: tuple[int, ...] = (1, 2)
     seed: int = 0
     max_doc_mb: float = 2.0
@@ -81,6 +82,8 @@ class Phases:
     memory: dict[str, Any] = field(default_factory=dict)
     fanout: dict[str, Any] = field(default_factory=dict)
     embed_compare: dict[str, Any] = field(default_factory=dict)
+    runtimes: dict[str, Any] = field(default_factory=dict)
+    retrieval: dict[str, Any] = field(default_factory=dict)
 
     def note_load(self, phase: str) -> None:
         self.load.append((phase, os.getloadavg()))
@@ -95,7 +98,11 @@ def run_bench(settings: Settings, options: BenchOptions, sink: Log = print) -> d
 
     log = timed
     base = settings.model_copy(
-        update={"embedder": options.embedder, "embed_threads": options.embed_threads}
+        update={
+            "embedder": options.embedder,
+            "embed_threads": options.embed_threads,
+            "embed_precision": options.embed_precision,
+        }
     )
     work = options.keep or Path(tempfile.mkdtemp(prefix="ragstream-bench-"))
     phases = Phases(options)
@@ -145,6 +152,9 @@ def run_bench(settings: Settings, options: BenchOptions, sink: Log = print) -> d
                 "configured": f"{main_embed} x {options.embed_threads or 'shared cores'}",
             }
         _model_again(base, prepared, phases, log)
+        if options.embedder == "minilm":
+            _runtimes(base, prepared, phases, log)
+        _retrieval(base, prepared, phases, log)
         if options.peer:
             _peer(base, corpus_dir, phases, log)
         if _wants_memory(options) and not phases.memory:
@@ -286,6 +296,36 @@ def _model_again(base: Settings, prepared: limits.Prepared, phases: Phases, log:
     log(f"limits: the model alone again, after the pipeline: {again:.1f} chunks/s")
     model["chunks_per_s_measured"] = [model["chunks_per_s"], again]
     model["chunks_per_s"] = max(model["chunks_per_s"], again)
+
+
+def _runtimes(base: Settings, prepared: limits.Prepared, phases: Phases, log: Log) -> None:
+    """torch fp32 (where installed), ONNX fp32 and ONNX int8 alone, on the same chunks."""
+    model = phases.limits["model"]
+    sample = prepared.texts[: max(64, int(model.get("sample_chunks") or 128))]
+    log(f"limits: each local runtime alone on {len(sample)} chunks (torch where installed)")
+    rates = limits.runtime_limits(base, sample, int(model["best_batch_size"]))
+    for name, rate in rates.items():
+        log(f"  {name}: {'-' if rate is None else f'{rate:.1f} chunks/s'}")
+    phases.runtimes = {"pipeline_runtime": limits.runtime(base), "chunks_per_s": rates}
+    phases.note_load("runtimes")
+
+
+def _retrieval(base: Settings, prepared: limits.Prepared, phases: Phases, log: Log) -> None:
+    """The retrieval set ranked in memory by each embedder: what a faster model costs."""
+    variants = {"hash": base.model_copy(update={"embedder": "hash"})}
+    if base.embedder == "minilm":
+        for name in ("onnx_fp32", "onnx_int8"):
+            variants[name] = base.model_copy(update=limits.RUNTIMES[name])
+    log(f"retrieval: known-item, reordered and question queries, {', '.join(variants)}")
+    phases.retrieval = retrieval.quality(variants, prepared.texts)
+    for name, scores in phases.retrieval["by_model"].items():
+        summary = ", ".join(
+            f"{kind} r@1 {s['recall_at_1']:.2f} r@10 {s['recall_at_10']:.2f}"
+            for kind, s in scores.items()
+            if isinstance(s, dict)
+        )
+        log(f"  {name}: {summary}")
+    phases.note_load("retrieval")
 
 
 def _reingest(

@@ -74,9 +74,38 @@ def _rate(count: int, seconds: float) -> float:
 # --- the model -------------------------------------------------------------------------------
 
 
+def runtime(settings: Settings) -> str:
+    """What runs the model: ``torch_fp32``, ``onnx_fp32``, ``onnx_int8``, or the embedder."""
+    if settings.embedder != "minilm":
+        return settings.embedder
+    from ragstream.embedding.onnx_runtime import minilm_runtime
+
+    if minilm_runtime(settings.embed_runtime) == "torch":
+        return "torch_fp32"
+    return f"onnx_{settings.embed_precision}"
+
+
+RUNTIMES: dict[str, dict[str, str]] = {
+    "torch_fp32": {"embed_runtime": "torch", "embed_precision": "fp32"},
+    "onnx_fp32": {"embed_runtime": "onnx", "embed_precision": "fp32"},
+    "onnx_int8": {"embed_runtime": "onnx", "embed_precision": "int8"},
+}
+"""The local runtimes of minilm the bench measures side by side."""
+
+
+def torch_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers"))
+
+
 def _encoder(settings: Settings) -> Callable[[Sequence[str], int], None]:
-    """Raw encoding with the pipeline's model, without the pipeline: (texts, batch size)."""
-    if settings.embedder == "minilm":
+    """Raw encoding with the pipeline's model, without the pipeline: (texts, batch size).
+
+    torch is sentence-transformers' own ``encode``, the bar the pipeline is held to;
+    ONNX Runtime is the embedder the workers run.
+    """
+    if runtime(settings) == "torch_fp32":
         import os
 
         from ragstream.embedding.minilm import model_directory
@@ -169,6 +198,23 @@ def model_limit(
         "by_batch_size": {str(k): round(v, 2) for k, v in by_size.items()},
         "by_threads": {str(k): round(v, 2) for k, v in by_threads.items()},
     }
+
+
+def runtime_limits(
+    settings: Settings, texts: Sequence[str], batch_size: int, *, rounds: int = 2
+) -> dict[str, float | None]:
+    """Chunks/s of each local runtime of minilm on the same texts, alternated, best of rounds.
+
+    torch is measured only where it is installed (null otherwise).
+    """
+    rates: dict[str, float | None] = {name: None for name in RUNTIMES}
+    names = [n for n in RUNTIMES if n != "torch_fp32" or torch_installed()]
+    for _ in range(rounds):
+        for name in names:
+            variant = settings.model_copy(update=RUNTIMES[name])
+            rate = model_rate(variant, texts, batch_size, None)
+            rates[name] = max(rates[name] or 0.0, rate)
+    return rates
 
 
 def model_rate(

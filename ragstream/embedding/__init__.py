@@ -50,7 +50,10 @@ def make_embedder(settings: Settings) -> Embedder:
                 batch_size=settings.embed_batch_size,
                 threads=settings.embed_threads,
                 cache_dir=settings.cache_dir / "onnx",
+                precision=settings.embed_precision,
             )
+        if settings.embed_precision != "fp32":
+            raise ValueError("RAGSTREAM_EMBED_PRECISION=int8 needs the onnx runtime")
         from ragstream.embedding.minilm import MiniLMEmbedder
 
         return MiniLMEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads)

@@ -40,6 +40,8 @@ from ragstream.embedding.minilm import MODEL_NAME, MissingExtraError
 log = structlog.get_logger(__name__)
 
 Runtime = Literal["onnx", "torch"]
+Precision = Literal["fp32", "int8"]
+INT8_SUFFIX = "-int8"  # int8 vectors are another model's: they never mix with fp32 ones
 
 ONNX_INSTALL_HINT = (
     "the ONNX Runtime 'minilm' embedder needs onnxruntime, onnx, safetensors and the "
@@ -118,40 +120,80 @@ def graph_key(model_dir: Path, *, fused: bool) -> str:
     return digest.hexdigest()
 
 
-def cached_graph(model_dir: Path, cache_dir: Path | None, *, fused: bool) -> Path | bytes:
+def _write_atomically(target: Path, data: bytes) -> None:
+    """A temporary name, then a rename: concurrent workers never read a partial file."""
+    fd, tmp = tempfile.mkstemp(prefix=".building-", suffix=".onnx", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from other users' workers
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def quantize_int8(fp32: Path | bytes) -> bytes:
+    """ONNX Runtime's dynamic int8 quantization, per output channel.
+
+    Per channel keeps the vectors close to fp32 (mean cosine 0.99 on varied
+    texts, against 0.92 per tensor); activations are quantized at run time.
+    """
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise MissingExtraError(f"{exc}; {ONNX_INSTALL_HINT}") from exc
+    with tempfile.TemporaryDirectory(prefix="ragstream-int8-") as work:
+        source = Path(work) / "fp32.onnx"
+        if isinstance(fp32, bytes):
+            source.write_bytes(fp32)
+        else:
+            source = fp32
+        target = Path(work) / "int8.onnx"
+        quantize_dynamic(
+            str(source),
+            str(target),
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            # The fused Attention node is ONNX Runtime's own: shape inference gives
+            # its outputs no type, and they are float.
+            extra_options={"DefaultTensorType": 1},
+        )
+        return target.read_bytes()
+
+
+def cached_graph(
+    model_dir: Path, cache_dir: Path | None, *, fused: bool, precision: Precision = "fp32"
+) -> Path | bytes:
     """The model's ONNX graph: the cached file's path, else built (and cached when possible).
 
-    The file is written to a temporary name and renamed, so concurrent workers
-    never read a partial one; an unwritable cache leaves the graph in memory.
+    An int8 graph is quantized from the fp32 one (itself cached). An unwritable
+    cache leaves the graph in memory.
     """
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
-    target = cache_dir / f"{graph_key(model_dir, fused=fused)}.onnx"
+    key = graph_key(model_dir, fused=fused)
+    target = cache_dir / (f"{key}.onnx" if precision == "fp32" else f"{key}{INT8_SUFFIX}.onnx")
     if target.is_file():
         return target
-    try:
-        from ragstream.embedding.onnx_graph import build_model
-    except ImportError as exc:  # pragma: no cover - onnx_graph itself imports nothing optional
-        raise MissingExtraError(ONNX_INSTALL_HINT) from exc
-    try:
-        _, model = build_model(model_dir, fused=fused)
-    except ImportError as exc:  # onnx or safetensors missing
-        raise MissingExtraError(f"{exc}; {ONNX_INSTALL_HINT}") from exc
-    data: bytes = model.SerializeToString()
+    if precision == "int8":
+        data = quantize_int8(cached_graph(model_dir, cache_dir, fused=fused))
+    else:
+        try:
+            from ragstream.embedding.onnx_graph import build_model
+        except ImportError as exc:  # pragma: no cover - onnx_graph imports nothing optional
+            raise MissingExtraError(ONNX_INSTALL_HINT) from exc
+        try:
+            _, model = build_model(model_dir, fused=fused)
+        except ImportError as exc:  # onnx or safetensors missing
+            raise MissingExtraError(f"{exc}; {ONNX_INSTALL_HINT}") from exc
+        data = model.SerializeToString()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".building-", suffix=".onnx", dir=cache_dir)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from other users' workers
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_atomically(target, data)
     except OSError as exc:
         log.warning("onnx_cache_unwritable", cache_dir=str(cache_dir), error=str(exc))
         return data
-    log.info("onnx_graph_built", model=str(model_dir), path=str(target))
+    log.info("onnx_graph_built", model=str(model_dir), path=str(target), precision=precision)
     return target
 
 
@@ -159,7 +201,9 @@ class OnnxEmbedder(Embedder):
     """A sentence-transformers BERT model on ONNX Runtime's CPU provider; no torch.
 
     Defaults to the bundled all-MiniLM-L6-v2, under the same name and version
-    as :class:`ragstream.embedding.minilm.MiniLMEmbedder`.
+    as :class:`ragstream.embedding.minilm.MiniLMEmbedder`; ``precision="int8"``
+    runs the quantized graph under the name with ``-int8`` appended, since its
+    vectors are close to the fp32 ones but not the same.
     """
 
     def __init__(
@@ -172,6 +216,7 @@ class OnnxEmbedder(Embedder):
         name: str = MODEL_NAME,
         version: str | None = None,
         fused: bool = True,
+        precision: Precision = "fp32",
     ) -> None:
         try:
             import onnxruntime as ort
@@ -184,14 +229,17 @@ class OnnxEmbedder(Embedder):
         if model_dir is None:
             model_dir, bundled_version = bundled_model()
             version = version or bundled_version
-        self.name = name
+        if precision not in ("fp32", "int8"):
+            raise ValueError(f"unknown embed precision {precision!r} (fp32 or int8)")
+        self.name = name + (INT8_SUFFIX if precision == "int8" else "")
+        self.precision = precision
         self.version = version or file_sha256(model_dir / "model.safetensors")[:16]
         self._batch_size = batch_size
         spec = read_spec(model_dir)
         self.dimensions = spec.dimensions
         self._normalize = not spec.normalize  # the graph normalizes when the model does
 
-        graph = cached_graph(model_dir, cache_dir, fused=fused)
+        graph = cached_graph(model_dir, cache_dir, fused=fused, precision=precision)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -131,6 +131,23 @@ def test_smoke_bench_report_is_complete_and_consistent(settings: Settings, tmp_p
         assert len(each) == 3 and fanout["parse_seconds"][k] == sorted(each)[1]
     assert report["pdf_fanout_speedup"] == fanout["speedup"] > 0
 
+    # The runtime the pipeline ran with is the one its limit was measured on; the
+    # local runtimes' comparison is for minilm only. The retrieval set, ranked in
+    # memory by the run's embedder.
+    assert report["pipeline_runtime"] == "hash"
+    assert report["runtime_limits_chunks_per_s"] is None
+    assert report["ratio_to_fp32_torch_limit"] is None
+    assert report["ratio_to_runtime_limit"] == report["ratio_to_model_limit"]
+    retrieval = report["retrieval"]
+    assert set(retrieval["by_model"]) == {"hash"}
+    assert retrieval["queries"]["known_item"] == retrieval["queries"]["reordered"] > 0
+    scores = retrieval["by_model"]["hash"]
+    assert {"known_item", "reordered", "question"} <= set(scores)
+    assert scores["known_item"]["recall_at_10"] >= 0.5
+    assert all(
+        0 <= s["mrr"] <= s["recall_at_10"] <= 1 for k, s in scores.items() if k != "chunks_per_s"
+    )
+
     # The peer ran when LlamaIndex is installed, and said why not otherwise.
     if importlib.util.find_spec("llama_index") is not None:
         assert report["peer_chunks_per_s"] > 0 and report["peer_documents_per_s"] > 0
