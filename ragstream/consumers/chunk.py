@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy import delete
 
-from ragstream import crypto, ids
+from ragstream import crypto, ids, textsearch
 from ragstream.chunking import CHUNKER_VERSION, ChunkerConfig, chunk_document
 from ragstream.consumers.base import Incoming, Stage, StageContext, StageOutput
 from ragstream.db import blobs, purge
@@ -53,6 +53,7 @@ class ChunkStage(Stage):
         )
         document_id = uuid.UUID(event.document_id)
         job_id = uuid.UUID(event.job_id)
+        text_search_config = textsearch.detect_config_of(parsed)
         chunk_ids = [ids.chunk_id(document_id, CHUNKER_VERSION, c.index) for c in chunks]
         out = StageOutput()
         # A re-chunk with another chunker replaces the document's chunks, never adds to them.
@@ -79,6 +80,7 @@ class ChunkStage(Stage):
                         "chunker_config_hash": self.config_hash,
                         "parser": event.parser,
                         "parser_version": event.parser_version,
+                        "text_search_config": text_search_config,
                         "source_topic": message.topic,
                         "source_partition": message.partition,
                         "source_offset": message.offset,
@@ -107,6 +109,11 @@ class ChunkStage(Stage):
                 )
             )
         out.transitions.append(
-            Transition(document_id, job_id, DocumentStatus.CHUNKED, {"chunk_count": len(chunks)})
+            Transition(
+                document_id,
+                job_id,
+                DocumentStatus.CHUNKED,
+                {"chunk_count": len(chunks), "text_search_config": text_search_config},
+            )
         )
         return out

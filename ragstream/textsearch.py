@@ -1,0 +1,210 @@
+"""Keyword search and its fusion with the vector ranking.
+
+Vectors find what a query means; names, codes, error messages and exact
+phrases are found by their words. Each chunk row carries a ``tsvector`` that
+PostgreSQL generates from its text with the text-search configuration of its
+document's language (:func:`detect_config`, ``simple`` when unknown), with a
+GIN index. A keyword query is parsed with every configuration the tenant's
+documents use (``websearch_to_tsquery``: words, ``"quoted phrases"``, ``or``,
+``-not``), so a German query meets German chunks stemmed the German way; a
+quoted phrase must appear in the chunk as written to rank first.
+
+Hybrid search fuses the two rankings by reciprocal rank fusion: a chunk's
+score is ``sum(weight / (60 + rank))`` over the rankings it appears in, so
+neither ranking's raw scores (cosine, ``ts_rank_cd``) need to be comparable.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, text
+from sqlalchemy.engine import Connection
+
+from ragstream.db.models import ChunkBuffer, Document, Regconfig
+from ragstream.documents import ParsedDocument
+from ragstream.state import DocumentStatus
+
+Mode = Literal["vector", "keyword", "hybrid"]
+MODES: tuple[Mode, ...] = ("vector", "keyword", "hybrid")
+RRF_K = 60
+"""The constant of reciprocal rank fusion: ranks past it count little, and no rank dominates."""
+DEFAULT_CONFIG = "simple"
+_DETECT_CHARS = 20_000
+_MIN_STOPWORDS = 5
+
+
+# A few of each language's commonest words, for the PostgreSQL configurations
+# built in (snowball stemmers). Scripts without spaces or stemmers stay 'simple'.
+def _words(spaced: str) -> frozenset[str]:
+    return frozenset(spaced.split())
+
+
+_STOPWORDS: dict[str, frozenset[str]] = {
+    "english": _words("the and of to in is that for it with as was on be are this by"),
+    "german": _words("der die und das ist nicht ein eine zu den mit von sich auf dem des"),
+    "french": _words("le la les et des est une un du que pour dans qui pas sur au avec"),
+    "spanish": _words("el la los las y que de en un una es por con para del se no"),
+    "italian": _words("il di che e la per un una sono non del della gli con le si"),
+    "portuguese": _words("o a os as e que de em um uma para com não do da no na"),
+    "dutch": _words("de het een en van is dat niet op te zijn met voor als die"),
+    "swedish": _words("och att det som en på är av för med till den har inte om"),
+    "danish": _words("og at det som en på er af for med til den har ikke jeg de"),
+    "norwegian": _words("og at det som en på er av for med til den har ikke jeg ble"),
+    "finnish": _words("ja on ei että se oli hän ovat mutta kuin myös tai joka ole"),
+    "russian": _words("и в не на что с по как это он к но из у за от о"),  # noqa: RUF001
+    "turkish": _words("ve bir bu da de için ile ne gibi daha çok olan ama ki"),
+    "hungarian": _words("a az és hogy nem is egy meg van csak de már ez mint"),
+}
+
+
+_REGCONFIG = Regconfig()
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_PHRASE = re.compile(r'"([^"]+)"')
+
+
+def detect_config(text: str) -> str:
+    """The text-search configuration of ``text``'s language, by its commonest words.
+
+    A document's language decides how its words are stemmed; a wrong guess only
+    stems less well, so anything unclear stays ``simple`` (no stemming, no stopwords).
+    """
+    counts = dict.fromkeys(_STOPWORDS, 0)
+    for word in _WORD.findall(text[:_DETECT_CHARS].lower()):
+        for config, words in _STOPWORDS.items():
+            if word in words:
+                counts[config] += 1
+    best = max(counts, key=lambda c: counts[c])
+    ranked = sorted(counts.values(), reverse=True)
+    if ranked[0] < _MIN_STOPWORDS or ranked[0] < 1.5 * ranked[1]:
+        return DEFAULT_CONFIG
+    return best
+
+
+def detect_config_of(parsed: ParsedDocument) -> str:
+    """:func:`detect_config` on the document's first blocks (enough to tell its language)."""
+    sample: list[str] = []
+    size = 0
+    for block in parsed.blocks:
+        sample.append(block.text)
+        size += len(block.text)
+        if size >= _DETECT_CHARS:
+            break
+    return detect_config("\n".join(sample))
+
+
+def phrases(query: str) -> list[str]:
+    """The query's quoted phrases, as written."""
+    return [p.strip() for p in _PHRASE.findall(query) if p.strip()]
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a search may return, applied inside the index walk (not after it)."""
+
+    document_ids: Sequence[uuid.UUID] | None = None
+    external_ids: Sequence[str] | None = None
+    sources: Sequence[str] | None = None  # prefixes of the document's source URI
+    content_types: Sequence[str] | None = None
+    uploaded_after: datetime | None = None
+    uploaded_before: datetime | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Per key: a string (equal), a list (any of), or ``{"prefix": "..."}``."""
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if self.document_ids is not None:
+            found.append(Document.id.in_(list(self.document_ids)))
+        if self.external_ids is not None:
+            found.append(Document.external_id.in_(list(self.external_ids)))
+        if self.sources is not None:
+            source = getattr(Document, "source_uri", None)
+            if source is None:
+                raise ValueError("this database records no document sources")
+            found.append(or_(*(source.startswith(s, autoescape=True) for s in self.sources)))
+        if self.content_types is not None:
+            found.append(Document.content_type.in_(list(self.content_types)))
+        if self.uploaded_after is not None:
+            found.append(Document.uploaded_at >= self.uploaded_after)
+        if self.uploaded_before is not None:
+            found.append(Document.uploaded_at < self.uploaded_before)
+        for key, wanted in self.metadata.items():
+            value = Document.metadata_[key].astext
+            if isinstance(wanted, Mapping) and set(wanted) == {"prefix"}:
+                found.append(value.startswith(str(wanted["prefix"]), autoescape=True))
+            elif isinstance(wanted, list | tuple):
+                found.append(value.in_([str(v) for v in wanted]))
+            else:
+                found.append(Document.metadata_.contains({key: wanted}))
+        return found
+
+
+def searchable(tenant: str, filters: Filters) -> list[ColumnElement[bool]]:
+    """The tenant's complete documents that pass ``filters``."""
+    return [
+        Document.tenant == tenant,
+        Document.status == DocumentStatus.COMPLETE.value,
+        *filters.clauses(),
+    ]
+
+
+def tenant_configs(conn: Connection, tenant: str) -> list[str]:
+    """The text-search configurations the tenant's chunks were indexed with."""
+    rows = conn.execute(
+        select(Document.text_search_config)
+        .where(Document.tenant == tenant, Document.text_search_config.is_not(None))
+        .distinct()
+    ).scalars()
+    return sorted({DEFAULT_CONFIG, *rows})
+
+
+def keyword_query(
+    conn: Connection, query: str, *, tenant: str, filters: Filters, limit: int
+) -> Select[Any]:
+    """Chunk ids and ``ts_rank_cd`` of the chunks that match ``query``, best first.
+
+    One ``tsquery`` per configuration in use, each matched only against the
+    chunks indexed with it, so every match is a GIN index lookup.
+    """
+    configs = tenant_configs(conn, tenant)
+    matches = []
+    ranks = []
+    for config in configs:
+        tsquery = func.websearch_to_tsquery(literal(config).cast(_REGCONFIG), query)
+        same = ChunkBuffer.text_search_config == literal(config).cast(_REGCONFIG)
+        matches.append(and_(same, ChunkBuffer.text_search.bool_op("@@")(tsquery)))
+        ranks.append((same, func.ts_rank_cd(ChunkBuffer.text_search, tsquery, 32)))
+    rank = case(*ranks, else_=0.0)
+    exact = [ChunkBuffer.text.contains(p, autoescape=True) for p in phrases(query)]
+    boost = case((and_(*exact), 1.0), else_=0.0) if exact else literal(0.0)
+    return (
+        select(ChunkBuffer.id, (rank + boost).label("score"))
+        .join(Document, Document.id == ChunkBuffer.document_id)
+        .where(or_(*matches), *searchable(tenant, filters))
+        .order_by((rank + boost).desc(), ChunkBuffer.id)
+        .limit(limit)
+    )
+
+
+def fuse(
+    rankings: Sequence[Sequence[uuid.UUID]], weights: Sequence[float], *, k: int = RRF_K
+) -> list[tuple[uuid.UUID, float]]:
+    """Reciprocal rank fusion: ``sum(weight / (k + rank))``, best first (ties by id)."""
+    scores: dict[uuid.UUID, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, chunk_id in enumerate(ranking, 1):
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (k + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], str(item[0])))
+
+
+def set_iterative_scan(conn: Connection) -> None:
+    """Filters are applied while the HNSW index is walked, so a selective one still
+    returns k hits (pgvector >= 0.8)."""
+    conn.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
