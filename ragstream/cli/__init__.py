@@ -7,6 +7,7 @@ import sys
 import typer
 
 from ragstream.cli import bench, documents, ops, run, stack
+from ragstream.cli import sync as sync_cli
 from ragstream.cli.errors import RagstreamGroup
 
 app = typer.Typer(
@@ -15,7 +16,7 @@ app = typer.Typer(
     add_completion=False,
     help="The ``ragstream`` command. Settings are built here once and passed down.",
 )
-for group in (stack.app, run.app, documents.app, ops.app, bench.app):
+for group in (stack.app, run.app, documents.app, ops.app, bench.app, sync_cli.app):
     app.add_typer(group)
 
 

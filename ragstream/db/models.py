@@ -135,6 +135,22 @@ class DeletedDocument(Base):
     deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class SyncObject(Base):
+    """One object of a synced source and the document made from it (``ragstream sync``)."""
+
+    __tablename__ = "sync_objects"
+
+    tenant: Mapped[str] = mapped_column(Text, primary_key=True)
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    stamp: Mapped[str] = mapped_column(Text)  # mtime in ns, or an ETag
+    sha256: Mapped[str] = mapped_column(String(64))
+    document_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), index=True)
+    external_id: Mapped[str] = mapped_column(Text)
+    synced_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
+
+
 class DocumentKey(Base):
     """A document's own key: its events' text is sealed with it (``ragstream/crypto.py``).
 
