@@ -25,6 +25,13 @@ How, in time linear in the text:
 6. Every final chunk is counted once with the real tokenizer; a chunk whose
    real count exceeds ``max_tokens`` (summing is not exact across hard
    character cuts or for other tokenizers) is halved until it fits.
+
+Table blocks (Markdown, one row per line) are never cut inside a row: a table
+that fits is one indivisible atom; a larger one is cut between rows into
+pieces that each start with the header and separator rows again, so every
+piece reads as a table on its own. Only a row larger than a chunk by itself is
+cut inside, like prose (at its strongest gaps, cells being word gaps), with
+the header lines kept in front of its first piece.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from ragstream.errors import CorruptDocument
 if TYPE_CHECKING:
     from ragstream.settings import Settings
 
-CHUNKER_VERSION = "1"
+CHUNKER_VERSION = "2"
 """Bumped whenever the same input and config could produce different chunks."""
 
 CountTokens = Callable[[str], int]
@@ -413,7 +420,8 @@ class _Atom(NamedTuple):
 
 class _Chunker:
     def __init__(self, blocks: Sequence[Block], config: ChunkerConfig, counter: _Counter) -> None:
-        self._blocks = blocks
+        # Pieces of split tables are appended as blocks of their own.
+        self._blocks = list(blocks)
         self._target = config.effective_target
         self._overlap = config.effective_overlap
         self._max = config.max_tokens
@@ -435,6 +443,11 @@ class _Chunker:
         group: list[int] = []
         size = 0
         for b in block_ids:
+            if self._blocks[b].kind == "table":
+                yield from self._group_atoms(group)
+                group, size = [], 0
+                yield from self._table_atoms(b)
+                continue
             n = len(self._blocks[b].text)
             if n < _GIANT_BLOCK_CHARS:
                 group.append(b)
@@ -451,6 +464,48 @@ class _Chunker:
                 first = int(strengths[0]) if strengths.size else _BLOCK
                 yield from self._block_atoms(b, seg, 0, seg.starts.size, first)
         yield from self._group_atoms(group)
+
+    def _table_atoms(self, b: int) -> Iterator[_Atom]:
+        """A table whole, or pieces of whole rows, each under the header again."""
+        block = self._blocks[b]
+        lines = block.text.split("\n")
+        counts = self._counter.memoized(lines)
+        total = sum(counts)
+        if total <= self._target or len(lines) < 3:
+            if total <= self._target:
+                yield _Atom(b, 0, len(block.text), total, _BLOCK, None, 0, 1)
+            else:
+                yield from self._prose_atoms(block.text, block)
+            return
+        header, head_tokens = lines[:2], counts[0] + counts[1]
+        if head_tokens * 2 > self._target:
+            header, head_tokens = [], 0  # a header this large would crowd out the rows
+        rows: list[str] = []
+        tokens = head_tokens
+        for line, count in zip(lines[2:], counts[2:], strict=True):
+            if rows and tokens + count > self._target:
+                yield self._piece(block, [*header, *rows], tokens)
+                rows, tokens = [], head_tokens
+            if head_tokens + count > self._target:
+                yield from self._prose_atoms("\n".join([*header, line]), block)
+                continue
+            rows.append(line)
+            tokens += count
+        if rows:
+            yield self._piece(block, [*header, *rows], tokens)
+
+    def _piece(self, block: Block, lines: list[str], tokens: int) -> _Atom:
+        text = "\n".join(lines)
+        self._blocks.append(Block(text, "table", block.page, block.heading_path))
+        return _Atom(len(self._blocks) - 1, 0, len(text), tokens, _BLOCK, None, 0, 1)
+
+    def _prose_atoms(self, text: str, block: Block) -> Iterator[_Atom]:
+        """A table row too large for a chunk, cut like a paragraph."""
+        self._blocks.append(Block(text, "paragraph", block.page, block.heading_path))
+        b = len(self._blocks) - 1
+        starts, ends, strengths = _scan(text)
+        seg = self._counter.segments(text, starts, ends, strengths)
+        yield from self._block_atoms(b, seg, 0, seg.starts.size)
 
     def _group_atoms(self, group: list[int]) -> Iterator[_Atom]:
         """Scan small blocks joined by blank lines in one pass, then map segments back."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Iterable, Iterator
 from functools import cache
 from importlib.metadata import version
 
@@ -98,7 +97,11 @@ def parse_docx(data: bytes) -> ParsedDocument:
 
     levels = _StyleLevels(uses_title=_uses_title(document))
     builder = BlockBuilder()
-    for paragraph in _paragraphs(document):
+    for item in document.iter_inner_content():
+        if isinstance(item, Table):
+            builder.table(_rows(item))
+            continue
+        paragraph = item
         text = paragraph.text
         if not text.strip():
             continue
@@ -118,22 +121,33 @@ def parse_docx(data: bytes) -> ParsedDocument:
     )
 
 
-def _paragraphs(document: Document) -> Iterator[Paragraph]:
-    """Body paragraphs in reading order, descending into (nested) table cells."""
-    stack: list[Paragraph | Table] = list(reversed(list(document.iter_inner_content())))
+def _rows(table: Table) -> list[list[str]]:
+    """Cell texts per row; the first row is the header. A merged cell's text appears once,
+    followed by empty cells for the other grid columns it spans, so columns stay aligned;
+    a table nested in a cell is flattened into that cell's text."""
+    rows: list[list[str]] = []
+    for row in table.rows:
+        cells: list[str] = []
+        for tc in row._tr.tc_lst:
+            cells.append(_cell_text(_Cell(tc, table)))
+            cells.extend([""] * (max(tc.grid_span, 1) - 1))
+        rows.append(cells)
+    return rows
+
+
+def _cell_text(cell: _Cell) -> str:
+    parts: list[str] = []
+    stack: list[Paragraph | Table | _Cell] = [cell]
     while stack:
         item = stack.pop()
         if isinstance(item, Paragraph):
-            yield item
-            continue
-        stack.extend(reversed(list(_table_content(item))))
-
-
-def _table_content(table: Table) -> Iterable[Paragraph | Table]:
-    for row in table.rows:
-        # The row's own cell elements: merged cells appear once, not once per grid column.
-        for tc in row._tr.tc_lst:
-            yield from _Cell(tc, table).iter_inner_content()
+            parts.append(item.text)
+        elif isinstance(item, Table):
+            cells = [_Cell(tc, item) for row in item.rows for tc in row._tr.tc_lst]
+            stack.extend(reversed(cells))
+        else:
+            stack.extend(reversed(list(item.iter_inner_content())))
+    return " ".join(part for part in parts if part.strip())
 
 
 def _uses_title(document: Document) -> bool:

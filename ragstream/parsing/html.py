@@ -123,6 +123,10 @@ def parse_html(data: bytes) -> ParsedDocument:
             flush()
             builder.paragraph(node.get_text().strip("\n"))
             continue
+        if name == "table":
+            flush()
+            _table(builder, node)
+            continue
         if name == "br":
             pending.append("\n")
             continue
@@ -145,3 +149,36 @@ def parse_html(data: bytes) -> ParsedDocument:
         parser_version=parser_version(),
         metadata=metadata,
     )
+
+
+def _table(builder: BlockBuilder, table: Tag) -> None:
+    """A table as a Markdown table block; its caption first, as a paragraph.
+
+    The header is the first row made only of ``th`` cells, else the first row.
+    Tables nested in a cell are that cell's text: Markdown has no nested tables.
+    """
+    rows: list[list[str]] = []
+    header: int | None = None
+    caption = ""
+    stack: list[PageElement] = list(reversed(table.contents))
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, Tag) or node.name in _SKIP or node.name == "table":
+            continue
+        if node.name == "caption":
+            caption = collapse_whitespace(node.get_text(" "))
+            continue
+        if node.name != "tr":
+            stack.extend(reversed(node.contents))
+            continue
+        cells = [c for c in node.children if isinstance(c, Tag) and c.name in ("td", "th")]
+        if not cells:
+            continue
+        if header is None and all(c.name == "th" for c in cells):
+            header = len(rows)
+        rows.append([collapse_whitespace(c.get_text(" ")) for c in cells])
+    if header:
+        rows.insert(0, rows.pop(header))
+    if caption:
+        builder.paragraph(caption)
+    builder.table(rows)

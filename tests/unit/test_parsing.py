@@ -215,7 +215,7 @@ def test_docx_headings_paragraphs_and_tables(word: bytes) -> None:
     assert document.parser == "docx"
     assert document.parser_version.startswith("python-docx/")
     assert document.metadata == {"title": "Pipeline Guide"}
-    # Merged cells appear once; cells keep reading order.
+    # A table block; merged cells appear once, padded to keep the columns.
     assert kinds(document) == [
         ("heading", "Pipeline Guide"),
         ("paragraph", "Opening words before any section."),
@@ -223,17 +223,13 @@ def test_docx_headings_paragraphs_and_tables(word: bytes) -> None:
         ("paragraph", "Documents enter through the upload API."),
         ("heading", "Sniffing"),
         ("paragraph", "The type comes from the bytes."),
-        ("paragraph", "Merged header"),
-        ("paragraph", "Right header"),
-        ("paragraph", "cell a"),
-        ("paragraph", "cell b"),
-        ("paragraph", "cell c"),
+        ("table", "| Merged header |  | Right header |\n|---|---|---|\n| cell a | cell b | cell c |"),
         ("heading", "Storage"),
         ("paragraph", "Chunks land in PostgreSQL."),
     ]
     # Title is level 1, so Heading 1 and 2 sit below it.
     assert [b.level for b in document.blocks if b.kind == "heading"] == [1, 2, 3, 2]
-    assert find(document, "cell b").heading_path == ("Pipeline Guide", "Ingestion", "Sniffing")
+    assert find(document, "| Merged").heading_path == ("Pipeline Guide", "Ingestion", "Sniffing")
     assert find(document, "Chunks").heading_path == ("Pipeline Guide", "Storage")
     assert find(document, "Opening").heading_path == ("Pipeline Guide",)
 
@@ -311,13 +307,12 @@ def test_html_structure_and_order() -> None:
         ("paragraph", "second item"),
         ("heading", "Consumers"),
         ("paragraph", "Commit after the work."),
-        ("paragraph", "Setting"),
-        ("paragraph", "acks=all"),
+        ("table", "| Setting | acks=all |\n|---|---|"),
         ("paragraph", "line one\n  line two"),
         ("heading", "Producers"),
         ("paragraph", "Idempotence avoids duplicates.\nPer partition."),
     ]
-    assert find(document, "acks").heading_path == ("Kafka basics", "Consumers")
+    assert find(document, "| Setting").heading_path == ("Kafka basics", "Consumers")
     assert find(document, "Idempotence").heading_path == ("Producers",)
     assert "never shown" not in document.text and "template" not in document.text
 
