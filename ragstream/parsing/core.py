@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ragstream.documents import ParsedDocument
 from ragstream.errors import CorruptDocument
-from ragstream.parsing.sniff import DOCX, HTML, MARKDOWN, PDF, TEXT, Sniffed, sniff
+from ragstream.parsing.sniff import DOCX, HTML, JPEG, MARKDOWN, PDF, PNG, TEXT, TIFF, Sniffed, sniff
 
 NO_TEXT = "no extractable text"
 TOO_DEEP = "document is nested too deeply to parse"
@@ -56,4 +56,8 @@ def _dispatch(sniffed: Sniffed, data: bytes, pages: tuple[int, int] | None) -> P
         from ragstream.parsing.text import parse_text
 
         return parse_text(sniffed.text or "", encoding=sniffed.encoding)
+    if content_type in (PNG, JPEG, TIFF):
+        from ragstream.parsing.image import parse_image
+
+        return parse_image(data, content_type)
     raise AssertionError(f"no parser for {content_type}")

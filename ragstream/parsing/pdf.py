@@ -5,6 +5,8 @@ one page plus the blocks produced so far. PDF text carries no paragraph
 marks, so paragraphs are recovered from line geometry: a vertical gap clearly
 larger than the page's usual line pitch, or a change of font size, starts a
 new one. Short lines set clearly larger than the body text become headings.
+A page with no text layer (a scan) is rendered at 300 dpi and read by OCR
+(:mod:`ragstream.parsing.ocr`); only such pages pay for it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pypdfium2.raw as pdfium_c
 
 from ragstream.documents import ParsedDocument
 from ragstream.errors import CorruptDocument
+from ragstream.parsing import ocr
 from ragstream.parsing.blocks import BlockBuilder
 from ragstream.parsing.sniff import PDF
 
@@ -75,8 +78,13 @@ def parse_pdf(data: bytes, pages: tuple[int, int] | None = None) -> ParsedDocume
         builder = BlockBuilder()
         sizes: Counter[float] = Counter()
         first, last = (1, page_count) if pages is None else pages
+        scanned = 0
         for index in range(max(first, 1) - 1, min(last, page_count)):
             lines = _read_page(document, index)
+            if not lines:
+                scanned += 1
+                ocr.emit(builder, _ocr_page(document, index), page=index + 1)
+                continue
             for line in lines:
                 if line is not None and line.size > 0:
                     sizes[_bucket(line.size)] += len(line.text)
@@ -88,11 +96,14 @@ def parse_pdf(data: bytes, pages: tuple[int, int] | None = None) -> ParsedDocume
         document.close()
     if not len(builder) and pages is None:
         raise CorruptDocument(NO_TEXT)
+    parser, version_ = (
+        ocr.lineage(PARSER, parser_version()) if scanned else (PARSER, parser_version())
+    )
     return ParsedDocument(
         blocks=builder.blocks,
         content_type=PDF,
-        parser=PARSER,
-        parser_version=parser_version(),
+        parser=parser,
+        parser_version=version_,
         page_count=page_count,
         metadata={"title": title} if title else {},
     )
@@ -119,6 +130,21 @@ def _read_page(document: pdfium.PdfDocument, index: int) -> list[_Line | None]:
             textpage.close()
     finally:
         page.close()
+
+
+def _ocr_page(document: pdfium.PdfDocument, index: int) -> str:
+    """The text OCR reads off the page rendered at the OCR resolution, in grey."""
+    page = document[index]
+    try:
+        bitmap = page.render(scale=ocr.DPI / 72, grayscale=True)
+        try:
+            image = bitmap.to_pil()
+        finally:
+            bitmap.close()
+    finally:
+        page.close()
+    image.info["dpi"] = (ocr.DPI, ocr.DPI)
+    return ocr.read_image(image, page=index + 1)
 
 
 def _lines(textpage: pdfium.PdfTextPage) -> list[_Line | None]:

@@ -19,6 +19,16 @@ DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 HTML = "text/html"
 MARKDOWN = "text/markdown"
 TEXT = "text/plain"
+PNG = "image/png"
+JPEG = "image/jpeg"
+TIFF = "image/tiff"
+# Images are read by OCR; their magic numbers settle the question.
+_IMAGES = (
+    (b"\x89PNG\r\n\x1a\n", PNG),
+    (b"\xff\xd8\xff", JPEG),
+    (b"II*\x00", TIFF),
+    (b"MM\x00*", TIFF),
+)
 
 _PDF_MAGIC_WINDOW = 1024
 _PDF_OBJECT_WINDOW = 64 * 1024
@@ -104,6 +114,9 @@ def sniff(data: bytes, filename: str | None = None) -> Sniffed:
         return Sniffed(PDF)
     if data.startswith(_ZIP_MAGIC):
         return Sniffed(_sniff_zip(data))
+    image = next((kind for magic, kind in _IMAGES if data.startswith(magic)), None)
+    if image is not None:
+        return Sniffed(image)
     known = _strong_magic(data)
     if known is not None:
         raise _unsupported(known)

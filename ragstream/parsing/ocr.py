@@ -1,0 +1,142 @@
+"""OCR of page images with Tesseract, for pages that carry no text of their own.
+
+Tesseract runs as a program, fed through pipes (``stdin`` in, ``stdout`` out):
+the parser sandbox forbids file writes, and a pipe needs none. The program
+inherits the sandbox's confinement (address-space limit, no network, no file
+writes); it only reads its own language data. Each page gets its own time
+limit, inside the document's.
+
+Languages come from ``RAGSTREAM_OCR_LANGUAGES`` (Tesseract codes joined by
+``+``); those whose data is not installed are left out, so a partial install
+still reads what it can.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+from functools import cache
+
+from PIL import Image
+
+from ragstream.errors import ParserLimitExceeded, UnsupportedDocument
+from ragstream.parsing.blocks import BlockBuilder
+
+ENGINE = "tesseract"
+LANGUAGES_ENV = "RAGSTREAM_OCR_LANGUAGES"
+DEFAULT_LANGUAGES = "eng+deu+fra+spa+rus"
+PAGE_TIMEOUT_S = 120.0
+DPI = 300
+NOT_INSTALLED = (
+    "needs OCR (no text layer), but Tesseract is not installed: "
+    "apt-get install tesseract-ocr tesseract-ocr-eng (plus tesseract-ocr-<lang> per language)"
+)
+_HYPHENATED = re.compile(r"(\w)-\n(\w)")
+
+
+@cache
+def _binary() -> str | None:
+    return shutil.which(ENGINE) or next(
+        (p for p in ("/usr/bin/tesseract", "/usr/local/bin/tesseract") if os.access(p, os.X_OK)),
+        None,
+    )
+
+
+def _run(args: list[str], data: bytes = b"", timeout_s: float = 30.0) -> bytes:
+    binary = _binary()
+    if binary is None:
+        raise UnsupportedDocument(NOT_INSTALLED)
+    # One thread: the sandbox's address-space limit is shared by every thread's stack.
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    try:
+        result = subprocess.run(
+            [binary, *args],
+            input=data,
+            capture_output=True,
+            timeout=timeout_s,
+            env=env,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise UnsupportedDocument(NOT_INSTALLED) from None
+    except OSError as exc:
+        raise UnsupportedDocument(f"OCR could not run: {exc}") from None
+    if result.returncode != 0:
+        detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise UnsupportedDocument(f"OCR failed: {detail[-1] if detail else result.returncode}")
+    return result.stdout
+
+
+@cache
+def engine_version() -> str:
+    """``tesseract 5.3.0``: recorded in the lineage of every OCR-read document."""
+    first = _run(["--version"]).decode("utf-8", "replace").splitlines()
+    return first[0].strip() if first else ENGINE
+
+
+@cache
+def _installed() -> frozenset[str]:
+    lines = _run(["--list-langs"]).decode("utf-8", "replace").splitlines()
+    return frozenset(line.strip() for line in lines[1:] if line.strip())
+
+
+@cache
+def languages() -> str:
+    """The configured languages that are installed, ``+``-joined."""
+    wanted = os.environ.get(LANGUAGES_ENV, "").strip() or DEFAULT_LANGUAGES
+    installed = _installed()
+    chosen = [lang for lang in wanted.replace(",", "+").split("+") if lang in installed]
+    if not chosen:
+        raise UnsupportedDocument(
+            f"needs OCR, but no language of {wanted!r} is installed "
+            f"(installed: {', '.join(sorted(installed)) or 'none'}): "
+            "apt-get install tesseract-ocr-<lang>"
+        )
+    return "+".join(chosen)
+
+
+def read_image(image: Image.Image, *, page: int) -> str:
+    """The text of one page image (Tesseract's paragraphs separated by blank lines)."""
+    if image.mode not in ("L", "RGB", "1"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    lang = languages()
+    dpi = _dpi(image)
+    try:
+        out = _run(
+            ["stdin", "stdout", "-l", lang, "--dpi", str(dpi)],
+            buffer.getvalue(),
+            timeout_s=PAGE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise ParserLimitExceeded(
+            f"parse: OCR of page {page} took longer than {PAGE_TIMEOUT_S:g} s"
+        ) from None
+    return out.decode("utf-8", "replace")
+
+
+def _dpi(image: Image.Image) -> int:
+    """The image's own resolution when it states a plausible one, else 300."""
+    try:
+        dpi = round(float(image.info.get("dpi", (DPI, DPI))[0]))
+    except (TypeError, ValueError, IndexError):
+        return DPI
+    return dpi if 70 <= dpi <= 1200 else DPI
+
+
+def emit(builder: BlockBuilder, text: str, *, page: int) -> None:
+    """Tesseract's paragraphs as OCR blocks; line-end hyphens are joined."""
+    for paragraph in re.split(r"\n\s*\n", text.replace("\f", "\n\n")):
+        joined = _HYPHENATED.sub(r"\1\2", paragraph.strip())
+        joined = " ".join(joined.split())
+        if joined:
+            builder.ocr_paragraph(joined, page=page)
+
+
+def lineage(parser: str, version: str) -> tuple[str, str]:
+    """Parser name and version of a document some of whose text was read by OCR."""
+    return f"{parser}+{ENGINE}", f"{version} / {engine_version()}"
