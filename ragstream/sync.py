@@ -125,12 +125,16 @@ class SyncResult:
 def known_objects(engine: Engine, tenant: str, source: str) -> dict[str, Known]:
     with engine.connect() as conn:
         rows = conn.execute(
-            select(SyncObject).where(SyncObject.tenant == tenant, SyncObject.source == source)
-        ).scalars()
-        return {
-            r.key: Known(r.key, r.size_bytes, r.stamp, r.sha256, r.document_id, r.external_id)
-            for r in rows
-        }
+            select(
+                SyncObject.key,
+                SyncObject.size_bytes,
+                SyncObject.stamp,
+                SyncObject.sha256,
+                SyncObject.document_id,
+                SyncObject.external_id,
+            ).where(SyncObject.tenant == tenant, SyncObject.source == source)
+        )
+        return {r.key: Known(*r) for r in rows}
 
 
 def sync(
