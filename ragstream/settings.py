@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         description="A PDF with more pages fails (stage parse, the page count in its error) "
         "instead of being split into parts.",
     )
+    ocr_languages: str = Field(
+        "eng+deu+fra+spa+rus",
+        pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$",
+        description="Tesseract languages (+-joined) for scans and images; read by the parser "
+        "sandbox from RAGSTREAM_OCR_LANGUAGES itself, the installed ones are used.",
+    )
     max_upload_bytes: int = Field(
         100 * 1024 * 1024, ge=1, description="Largest accepted document, in bytes."
     )

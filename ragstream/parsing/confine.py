@@ -99,6 +99,7 @@ _ALLOWED_ENV = frozenset(
         "PYTHONSAFEPATH",
         "MALLOC_ARENA_MAX",
         "LD_LIBRARY_PATH",
+        "RAGSTREAM_OCR_LANGUAGES",  # not a secret: which Tesseract languages read scans
     }
 )
 

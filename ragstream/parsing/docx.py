@@ -4,6 +4,9 @@ A DOCX is a ZIP archive, and a ZIP can declare gigabytes of content in a few
 kilobytes. The archive directory is checked before python-docx inflates
 anything; the declared sizes can be trusted because :mod:`zipfile` never
 returns more bytes than a member declares.
+
+A document with no text at all but pictures (a scan saved as DOCX) is read by
+OCR (:mod:`ragstream.parsing.ocr`), picture by picture.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from docx.styles.style import CharacterStyle
 from docx.table import Table, _Cell
 from docx.text.paragraph import Paragraph
 from lxml.etree import LxmlError
+from PIL import UnidentifiedImageError
 
 from ragstream.documents import ParsedDocument
 from ragstream.errors import CorruptDocument
+from ragstream.parsing import ocr
 from ragstream.parsing.blocks import MAX_HEADING_LEVEL, BlockBuilder
 from ragstream.parsing.sniff import DOCX
 
@@ -111,14 +116,45 @@ def parse_docx(data: bytes) -> ParsedDocument:
         else:
             builder.paragraph(text)
 
+    parser, version_ = PARSER, parser_version()
+    if not len(builder):
+        images = _images(document)
+        for number, blob in enumerate(images, start=1):
+            _read_image(builder, blob, number)
+        if images:
+            parser, version_ = ocr.lineage(PARSER, version_)
     title = (document.core_properties.title or "").strip()
     return ParsedDocument(
         blocks=builder.blocks,
         content_type=DOCX,
-        parser=PARSER,
-        parser_version=parser_version(),
+        parser=parser,
+        parser_version=version_,
         metadata={"title": title} if title else {},
     )
+
+
+def _images(document: Document) -> list[bytes]:
+    """The document's embedded pictures in reading order, each once."""
+    rels = document.part.rels
+    seen: set[str] = set()
+    blobs: list[bytes] = []
+    for rid in document.element.body.xpath(".//a:blip/@r:embed"):
+        rel = rels.get(rid)
+        if rid in seen or rel is None or rel.is_external or "image" not in rel.reltype:
+            continue
+        seen.add(rid)
+        blobs.append(rel.target_part.blob)
+    return blobs
+
+
+def _read_image(builder: BlockBuilder, blob: bytes, number: int) -> None:
+    """OCR of a picture of an image-only document; what Pillow cannot decode (EMF, WMF)
+    is skipped, the document then failing for having no text."""
+    try:
+        text = ocr.read_bytes(blob, page=number)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        return
+    ocr.emit(builder, text, page=None)
 
 
 def _rows(table: Table) -> list[list[str]]:

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from functools import cache
 
 from PIL import Image
@@ -99,7 +100,7 @@ def languages() -> str:
 
 
 def read_image(image: Image.Image, *, page: int) -> str:
-    """The text of one page image (Tesseract's paragraphs separated by blank lines)."""
+    """``page`` only names the page (or image) in a timeout's message."""
     if image.mode not in ("L", "RGB", "1"):
         image = image.convert("RGB")
     buffer = io.BytesIO()
@@ -128,13 +129,26 @@ def _dpi(image: Image.Image) -> int:
     return dpi if 70 <= dpi <= 1200 else DPI
 
 
-def emit(builder: BlockBuilder, text: str, *, page: int) -> None:
+def emit(builder: BlockBuilder, text: str, *, page: int | None) -> None:
     """Tesseract's paragraphs as OCR blocks; line-end hyphens are joined."""
     for paragraph in re.split(r"\n\s*\n", text.replace("\f", "\n\n")):
         joined = _HYPHENATED.sub(r"\1\2", paragraph.strip())
         joined = " ".join(joined.split())
         if joined:
             builder.ocr_paragraph(joined, page=page)
+
+
+def read_bytes(data: bytes, *, page: int) -> str:
+    """:func:`read_image` of an encoded image (any format Pillow reads); a decompression
+    bomb is refused rather than decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise ParserLimitExceeded(f"parse: image {page} too large to read: {exc}") from None
+    return read_image(image, page=page)
 
 
 def lineage(parser: str, version: str) -> tuple[str, str]:

@@ -1,0 +1,131 @@
+"""OCR with the real Tesseract: scanned PDF pages, image uploads, image-only DOCX, the
+sandbox around it, and a clear failure when it is not installed."""
+
+from __future__ import annotations
+
+import io
+
+import docx
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from reportlab.pdfgen import canvas
+
+from ragstream.errors import UnsupportedDocument
+from ragstream.parsing import ocr, parse_document
+from ragstream.parsing.core import parse_bytes
+from ragstream.parsing.sniff import JPEG, PDF, PNG, TIFF, sniff_content_type
+from ragstream.settings import Settings
+
+pytestmark = pytest.mark.skipif(ocr._binary() is None, reason="tesseract-ocr is not installed")
+
+FIRST = "The harbour master counts seven blue boats"
+SECOND = "Every crate of lemons is weighed twice"
+
+
+def scan(*lines: str) -> Image.Image:
+    """Printed text as a scanner would deliver it: grey, 300 dpi, no text layer."""
+    font = ImageFont.load_default(size=44)
+    image = Image.new("L", (1500, 120 + 90 * len(lines)), 255)
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(lines):
+        draw.text((60, 60 + 90 * i), line, fill=0, font=font)
+    return image
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, dpi=(300, 300), **options)
+    return out.getvalue()
+
+
+def words(text: str) -> set[str]:
+    return {w.strip(".,").lower() for w in text.split()}
+
+
+def test_a_png_is_read_by_ocr() -> None:
+    data = encode(scan(FIRST, SECOND), "PNG")
+    assert sniff_content_type(data) == PNG
+    document = parse_bytes(data, "photo.png")
+    assert document.parser == "image+tesseract"
+    assert " / tesseract 5." in document.parser_version
+    assert {b.kind for b in document.blocks} == {"ocr"}
+    assert words(FIRST) | words(SECOND) <= words(document.text)
+    assert document.page_count == 1
+
+
+def test_jpeg_and_multipage_tiff_one_page_per_frame() -> None:
+    jpeg = encode(scan(FIRST).convert("RGB"), "JPEG", quality=90)
+    assert sniff_content_type(jpeg) == JPEG
+    assert words(FIRST) <= words(parse_bytes(jpeg).text)
+    tiff = encode(scan(FIRST), "TIFF", save_all=True, append_images=[scan(SECOND)])
+    assert sniff_content_type(tiff) == TIFF
+    document = parse_bytes(tiff)
+    assert document.page_count == 2
+    by_page = {p: " ".join(b.text for b in document.blocks if b.page == p) for p in (1, 2)}
+    assert words(FIRST) <= words(by_page[1]) and words(SECOND) <= words(by_page[2])
+
+
+def scanned_pdf() -> bytes:
+    """Page 1 has a text layer; page 2 is only an image."""
+    out = io.BytesIO()
+    pdf = canvas.Canvas(out, pagesize=(612, 792))
+    pdf.drawString(72, 700, "A typed page with a real text layer.")
+    pdf.showPage()
+    image = scan(FIRST, SECOND)
+    width, height = image.width * 72 / 300, image.height * 72 / 300  # placed at 300 dpi
+    pdf.drawInlineImage(image, 36, 792 - 36 - height, width, height)
+    pdf.showPage()
+    pdf.save()
+    return out.getvalue()
+
+
+def test_only_pdf_pages_without_text_are_read_by_ocr() -> None:
+    data = scanned_pdf()
+    assert sniff_content_type(data) == PDF
+    document = parse_bytes(data)
+    assert document.parser == "pypdfium2+tesseract"
+    assert (document.blocks[0].kind, document.blocks[0].page) == ("paragraph", 1)
+    ocr_blocks = [b for b in document.blocks if b.kind == "ocr"]
+    assert ocr_blocks and {b.page for b in ocr_blocks} == {2}
+    assert words(FIRST) | words(SECOND) <= words(" ".join(b.text for b in ocr_blocks))
+
+
+def test_an_image_only_docx_is_read_by_ocr() -> None:
+    word = docx.Document()
+    word.add_picture(io.BytesIO(encode(scan(FIRST), "PNG")))
+    out = io.BytesIO()
+    word.save(out)
+    document = parse_bytes(out.getvalue(), "scan.docx")
+    assert document.parser == "docx+tesseract"
+    assert [b.kind for b in document.blocks] == ["ocr"]
+    assert words(FIRST) <= words(document.text)
+
+
+def test_ocr_runs_inside_the_confined_sandbox() -> None:
+    data = encode(scan(SECOND), "PNG")
+    document = parse_document(data, filename="scan.png", timeout_s=60, memory_mb=1024)
+    assert words(SECOND) <= words(document.text)
+
+
+def test_without_tesseract_the_failure_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ocr, "_binary", lambda: None)
+    with pytest.raises(UnsupportedDocument, match=r"apt-get install tesseract-ocr"):
+        parse_bytes(encode(scan(FIRST), "PNG"))
+
+
+def test_languages_follow_the_setting_and_must_be_installed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().ocr_languages == ocr.DEFAULT_LANGUAGES
+    ocr.languages.cache_clear()
+    try:
+        monkeypatch.setenv(ocr.LANGUAGES_ENV, "eng+xx_missing")
+        assert ocr.languages() == "eng"
+        ocr.languages.cache_clear()
+        monkeypatch.setenv(ocr.LANGUAGES_ENV, "xx_missing")
+        with pytest.raises(UnsupportedDocument, match="tesseract-ocr-<lang>"):
+            ocr.languages()
+    finally:
+        ocr.languages.cache_clear()
