@@ -18,6 +18,12 @@ class ErrorPublic(BaseModel):
     detail: str
 
 
+class DlqLocation(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+
+
 class ErrorInfo(BaseModel):
     """Why a document failed: where, what kind of error, and its message."""
 
@@ -26,6 +32,20 @@ class ErrorInfo(BaseModel):
     stage: str | None
     error_class: str | None = Field(serialization_alias="class")
     message: str | None
+    dlq: DlqLocation | None = Field(None, description="Where the failed message was dead-lettered.")
+
+
+class WaitPublic(BaseModel):
+    """Why a document that is not finished is where it is, as the monitor last saw it."""
+
+    state: Literal["queued", "stalled", "unknown"]
+    stage: str
+    position: int | None = Field(description="Records ahead of it in its stage's partition.")
+    estimate_s: float | None = Field(description="Queued: seconds to its start at current rate.")
+    estimated_start: datetime | None
+    since: datetime | None = Field(description="Stalled: since the stage's last progress.")
+    reason: str
+    seen: dict[str, float | int | str] = Field(description="The monitor's last look at the stage.")
 
 
 class DocumentAccepted(BaseModel):
@@ -77,6 +97,7 @@ class JobPublic(BaseModel):
     stages: dict[str, StageTiming]
     timestamps: dict[str, datetime | None]
     error: ErrorInfo | None
+    wait: WaitPublic | None = Field(None, description="Queued or stalled; None once finished.")
     versions: list[VersionPublic] = Field(
         description="With an external_id: every version of the document, current or in flight."
     )
@@ -98,6 +119,7 @@ class DocumentPublic(BaseModel):
     chunk_count: int | None
     embedding_model: str | None
     error: ErrorInfo | None
+    wait: WaitPublic | None = None
     uploaded_at: datetime
     completed_at: datetime | None
     failed_at: datetime | None

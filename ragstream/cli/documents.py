@@ -96,9 +96,18 @@ def _report(items: list[Item], elapsed_s: float, *, as_json: bool) -> None:
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def status(
+    document_id: Annotated[
+        str | None, typer.Argument(help="One document: where it is, and why (queued/stalled).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Documents by status, each stage's consumer lag, and each embedding model's coverage."""
     from ragstream.db.engine import make_engine
+
+    if document_id is not None:
+        _document_status(document_id, as_json)
+        return
     from ragstream.ops.reembed import coverage
     from ragstream.progress import stage_lag, status_counts
 
@@ -140,6 +149,56 @@ def status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     for m in models:
         per_model.add_row(m.model, m.state or "-", f"{m.vectors} / {m.chunks} ({m.percent:.1f}%)")
     Console().print(per_model)
+
+
+def _document_status(document_id: str, as_json: bool) -> None:
+    """The job API's view of one document: stage times, queued or stalled, error and DLQ."""
+    import uuid
+
+    from ragstream.api.routes.jobs import document_status
+    from ragstream.db.engine import make_engine
+
+    try:
+        key = uuid.UUID(document_id)
+    except ValueError:
+        raise UsageError(f"not a document id: {document_id!r}") from None
+    engine = make_engine(resolved())
+    try:
+        view = document_status(engine, key)
+    finally:
+        engine.dispose()
+    if view is None:
+        raise UsageError(f"no such document: {document_id}")
+    if as_json:
+        print(json.dumps(view))
+        return
+    console_out = Console()
+    console_out.print(f"document {view['document_id']}  status {view['status']}")
+    stages = Table("stage", "started", "finished", "seconds")
+    for name, t in view["stages"].items():
+        took = t["duration_s"]
+        stages.add_row(
+            name,
+            t["started_at"] or "-",
+            t["finished_at"] or "-",
+            "-" if took is None else f"{took:.2f}",
+        )
+    console_out.print(stages)
+    wait = view["wait"]
+    if wait:
+        line = f"{wait['state']} in {wait['stage']}: {wait['reason']}"
+        if wait["position"] is not None:
+            line += f"; position {wait['position']}"
+        if wait["estimated_start"]:
+            line += f"; estimated start {wait['estimated_start']}"
+        if wait["state"] == "stalled" and wait["since"]:
+            line += f"; since {wait['since']}"
+        console_out.print(line)
+    error = view["error"]
+    if error:
+        where = error.get("dlq")
+        dlq = f" (DLQ {where['topic']}/{where['partition']}@{where['offset']})" if where else ""
+        console_out.print(f"failed in {error['stage']}: {error['class']}: {error['message']}{dlq}")
 
 
 @app.command()

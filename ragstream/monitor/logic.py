@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -450,14 +450,27 @@ class WaitState:
     position: int | None
     estimate_s: float | None
     reason: str
+    since: datetime | None = None  # stalled: the stage's last progress; else when it entered
+    seen: Mapping[str, Any] = field(default_factory=dict)  # the monitor's last look at the stage
+
+    @property
+    def estimated_start(self) -> datetime | None:
+        """When the document should start, at the stage's current throughput."""
+        if self.estimate_s is None:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=self.estimate_s)
 
     def as_dict(self) -> dict[str, Any]:
+        start = self.estimated_start
         return {
             "state": self.state,
             "stage": self.stage,
             "position": self.position,
             "estimate_s": None if self.estimate_s is None else round(self.estimate_s, 1),
+            "estimated_start": start.isoformat(timespec="seconds") if start else None,
             "reason": self.reason,
+            "since": self.since.isoformat(timespec="seconds") if self.since else None,
+            "seen": dict(self.seen),
         }
 
 
@@ -469,18 +482,38 @@ def wait_state(
     stage_reason: str | None,
     committed: Mapping[str, int] | None,
     processed_per_min: float,
+    *,
+    entered: datetime | None = None,
+    last_progress: datetime | None = None,
+    seen: Mapping[str, Any] | None = None,
 ) -> WaitState:
-    """Queued (position and estimate) or stalled (why), from the monitor's last look."""
+    """Queued (position and estimate) or stalled (since when, why), from the monitor's last look.
+
+    The position counts the records ahead of the document in its partition (its offset minus
+    the group's committed offset); the estimate spreads the stage's measured rate evenly over
+    its partitions.
+    """
+    look = dict(seen or {})
     if stage_state is None:
-        return WaitState("unknown", stage, None, None, "the monitor has not looked at this stage")
+        return WaitState(
+            "unknown", stage, None, None, "the monitor has not looked at this stage", entered, look
+        )
     position = None
     if partition is not None and offset is not None and committed is not None:
         done = committed.get(str(partition), -1)
         position = max(offset - max(done, 0), 0)
     if stage_state == StageState.STALLED:
-        return WaitState("stalled", stage, position, None, stage_reason or "stage stalled")
+        return WaitState(
+            "stalled",
+            stage,
+            position,
+            None,
+            stage_reason or "stage stalled",
+            last_progress or entered,
+            look,
+        )
     estimate = None
     partitions = max(len(committed or {}), 1)
     if position is not None and processed_per_min > 0:
         estimate = position / (processed_per_min / 60 / partitions)
-    return WaitState("queued", stage, position, estimate, stage_reason or "")
+    return WaitState("queued", stage, position, estimate, stage_reason or "", entered, look)

@@ -315,13 +315,23 @@ def document_wait(conn: Connection, document_id: uuid.UUID, status: str) -> Wait
     if stage is None:
         return None
     spot = conn.execute(
-        select(waiting.c.partition, waiting.c.offset).where(
+        select(waiting.c.partition, waiting.c.offset, waiting.c.since).where(
             waiting.c.document_id == document_id, waiting.c.stage == stage
         )
     ).one_or_none()
     row = conn.execute(select(stages).where(stages.c.stage == stage)).mappings().one_or_none()
     committed = (
         {p: int(v["committed"]) for p, v in row["partitions"].items()} if row is not None else None
+    )
+    seen = (
+        {
+            "lag": int(row["lag"]),
+            "members": int(row["members"]),
+            "processed_per_min": round(float(row["processed_per_min"]), 2),
+            "looked_at": row["updated_at"].isoformat(timespec="seconds"),
+        }
+        if row is not None
+        else {}
     )
     return compute_wait_state(
         stage,
@@ -331,4 +341,24 @@ def document_wait(conn: Connection, document_id: uuid.UUID, status: str) -> Wait
         row["reason"] if row else None,
         committed,
         float(row["processed_per_min"]) if row else 0.0,
+        entered=spot.since if spot else None,
+        last_progress=row["last_progress_at"] if row else None,
+        seen=seen,
     )
+
+
+def dead_letter_of(conn: Connection, document_id: uuid.UUID) -> dict[str, Any] | None:
+    """Where the document's latest dead letter sits (topic, partition, offset), if seen."""
+    row = conn.execute(
+        select(alerts.c.details)
+        .where(alerts.c.kind == AlertKind.DLQ_MESSAGE.value, alerts.c.document_id == document_id)
+        .order_by(alerts.c.last_seen_at.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if not row or "dlq_topic" not in row:
+        return None
+    return {
+        "topic": row["dlq_topic"],
+        "partition": int(row["dlq_partition"]),
+        "offset": int(row["dlq_offset"]),
+    }

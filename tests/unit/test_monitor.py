@@ -239,6 +239,22 @@ def test_wait_state_gives_position_and_estimate_or_says_stalled() -> None:
     assert wait_state("embed", None, None, None, None, None, 0).state == "unknown"
 
 
+def test_wait_state_says_since_when_and_what_the_monitor_saw() -> None:
+    entered, progress = T0, T0 + timedelta(seconds=3)
+    look = {"lag": 9, "members": 0}
+    stalled = wait_state(
+        "embed", 0, 120, "stalled", "no worker", {"0": 100}, 0.0,
+        entered=entered, last_progress=progress, seen=look,
+    )  # fmt: skip
+    shown = stalled.as_dict()
+    assert shown["since"] == progress.isoformat(timespec="seconds")
+    assert shown["seen"] == look and shown["estimated_start"] is None
+    queued = wait_state("embed", 0, 120, "flowing", "busy", {"0": 100}, 60.0, entered=entered)
+    assert queued.since == entered
+    start = datetime.fromisoformat(queued.as_dict()["estimated_start"])
+    assert 15 <= (start - datetime.now(UTC)).total_seconds() <= 21  # 20 ahead at 1 per second
+
+
 # --- the faust agents, in faust's test context ----------------------------------------------
 
 

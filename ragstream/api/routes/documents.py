@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from ragstream.api import lifecycle, metrics
@@ -25,6 +25,7 @@ from ragstream.api.models import (
     ReprocessStage,
     UploadPublic,
 )
+from ragstream.api.routes.jobs import error_of, wait_of
 from ragstream.api.services import Services
 from ragstream.api.upload import FilePart, UploadRejected, read_form
 from ragstream.db.models import ChunkBuffer, Document
@@ -193,7 +194,8 @@ async def upload(
     return UploadPublic(documents=accepted)
 
 
-def _public(document: Document) -> DocumentPublic:
+def _public(document: Document, conn: Connection | None = None) -> DocumentPublic:
+    """With ``conn`` (one document): also its dead letter and where it waits."""
     failed = document.status == DocumentStatus.FAILED
     return DocumentPublic(
         document_id=document.id,
@@ -210,13 +212,18 @@ def _public(document: Document) -> DocumentPublic:
         page_count=document.page_count,
         chunk_count=document.chunk_count,
         embedding_model=document.embedding_model,
-        error=ErrorInfo(
-            stage=document.failed_stage,
-            error_class=document.error_class,
-            message=document.error_message,
+        error=(
+            error_of(conn, document)
+            if conn is not None
+            else ErrorInfo(
+                stage=document.failed_stage,
+                error_class=document.error_class,
+                message=document.error_message,
+            )
         )
         if failed
         else None,
+        wait=wait_of(conn, document) if conn is not None else None,
         uploaded_at=document.uploaded_at,
         completed_at=document.completed_at,
         failed_at=document.failed_at,
@@ -267,7 +274,9 @@ def list_documents(
 def get_document(
     document_id: uuid.UUID, services: ServicesDep, tenant: TenantDep
 ) -> DocumentPublic:
-    return _public(_owned(services, tenant, document_id))
+    document = _owned(services, tenant, document_id)
+    with services.engine.connect() as conn:
+        return _public(document, conn)
 
 
 @router.get("/{document_id}/chunks", responses=_ERRORS)

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.orm import Session
 
 from ragstream.api.deps import ServicesDep, TenantDep
-from ragstream.api.models import ErrorInfo, ErrorPublic, JobPublic, StageTiming, VersionPublic
+from ragstream.api.models import (
+    DlqLocation,
+    ErrorInfo,
+    ErrorPublic,
+    JobPublic,
+    StageTiming,
+    VersionPublic,
+    WaitPublic,
+)
 from ragstream.db.models import ChunkBuffer, Document, DocumentPart, Job, VectorBuffer
+from ragstream.monitor import store
 from ragstream.state import STATUS_TIMESTAMP_FIELD, DocumentStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -37,6 +47,46 @@ _STAGE_SPAN = {
 def _timing(start: datetime | None, end: datetime | None) -> StageTiming:
     duration = (end - start).total_seconds() if start and end else None
     return StageTiming(started_at=start, finished_at=end, duration_s=duration)
+
+
+def wait_of(conn: Connection, document: Document) -> WaitPublic | None:
+    """Queued (position, estimated start) or stalled (since, why) while it is not finished."""
+    wait = store.document_wait(conn, document.id, document.status)
+    return WaitPublic.model_validate(wait.as_dict()) if wait is not None else None
+
+
+def error_of(conn: Connection, document: Document) -> ErrorInfo | None:
+    """A failed document's stage, error and, when the monitor saw it, its dead letter."""
+    if document.status != _S.FAILED:
+        return None
+    dlq = store.dead_letter_of(conn, document.id)
+    return ErrorInfo(
+        stage=document.failed_stage,
+        error_class=document.error_class,
+        message=document.error_message,
+        dlq=DlqLocation.model_validate(dlq) if dlq else None,
+    )
+
+
+def document_status(engine: Engine, document_id: uuid.UUID) -> dict[str, Any] | None:
+    """What ``ragstream status DOC_ID`` prints: the job API's view of the current job."""
+    with Session(engine) as session:
+        document = session.get(Document, document_id)
+        if document is None:
+            return None
+        conn = session.connection()
+        times = {column: getattr(document, column) for column in STATUS_TIMESTAMP_FIELD.values()}
+        stages = {name: _timing(times[a], times[b]) for name, (a, b) in _STAGE_SPAN.items()}
+        wait, error = wait_of(conn, document), error_of(conn, document)
+        return {
+            "document_id": str(document.id),
+            "job_id": str(document.current_job_id) if document.current_job_id else None,
+            "status": document.status,
+            "current_stage": _STAGE_OF.get(document.status),
+            "stages": {k: v.model_dump(mode="json") for k, v in stages.items()},
+            "wait": wait.model_dump(mode="json") if wait else None,
+            "error": error.model_dump(mode="json", by_alias=True) if error else None,
+        }
 
 
 @router.get("/{job_id}", responses={401: {"model": ErrorPublic}, 404: {"model": ErrorPublic}})
@@ -76,13 +126,14 @@ def get_job(job_id: uuid.UUID, services: ServicesDep, tenant: TenantDep) -> JobP
             if document.external_id is not None
             else []
         )
+        wait = wait_of(conn.connection(), document) if current else None
+        error = error_of(conn.connection(), document) if current else None
     times = {
         column: getattr(document, column) if current else None
         for column in STATUS_TIMESTAMP_FIELD.values()
     }
     stages = {name: _timing(times[a], times[b]) for name, (a, b) in _STAGE_SPAN.items()}
     stages["total"] = _timing(times["uploaded_at"], times["completed_at"] or times["failed_at"])
-    failed = current and document.status == _S.FAILED
     return JobPublic(
         job_id=job.id,
         document_id=document.id,
@@ -99,13 +150,8 @@ def get_job(job_id: uuid.UUID, services: ServicesDep, tenant: TenantDep) -> JobP
         finished_at=job.finished_at,
         stages=stages,
         timestamps=times,
-        error=ErrorInfo(
-            stage=document.failed_stage,
-            error_class=document.error_class,
-            message=document.error_message,
-        )
-        if failed
-        else None,
+        error=error,
+        wait=wait,
         versions=[
             VersionPublic(
                 document_id=v.id,
