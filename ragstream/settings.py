@@ -70,6 +70,29 @@ class Settings(BaseSettings):
         "controller); more runs a KRaft controller and this many brokers, topics (internal "
         "ones too) replicated 3 ways with 2 in sync.",
     )
+    devstack_s3: bool = Field(
+        False,
+        description="Also run an S3-compatible server (S3Proxy, filesystem backend) in the "
+        "devstack; `ragstream sync s3://...` then uses it unless RAGSTREAM_S3_ENDPOINT_URL is set. "
+        "Off by default: its jar is 55 MB and its JVM a few hundred MB.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3-compatible endpoint (e.g. http://127.0.0.1:9000); unset: AWS, or the "
+        "devstack's S3Proxy when it runs.",
+    )
+    s3_access_key_id: str | None = Field(
+        None, description="S3 access key; unset: AWS_ACCESS_KEY_ID and boto3's usual chain."
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret key; unset: AWS_SECRET_ACCESS_KEY and boto3's usual chain."
+    )
+    s3_region: str | None = Field(None, description="S3 region; unset: AWS_DEFAULT_REGION.")
+    s3_addressing_style: Literal["path", "virtual", "auto"] = Field(
+        "path",
+        description="S3 addressing: path (endpoint/bucket/key, what S3Proxy and most "
+        "S3-compatible servers want) or virtual (bucket.endpoint/key, AWS's default).",
+    )
 
     # --- identity ---------------------------------------------------------
     tenant: str = Field("default", description="Tenant used by the CLI when submitting documents.")

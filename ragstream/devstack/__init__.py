@@ -16,9 +16,12 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pydantic import SecretStr
+
 from ragstream.devstack.cluster import KafkaCluster
 from ragstream.devstack.kafka import DevstackError, LocalKafka
 from ragstream.devstack.postgres import LocalPostgres
+from ragstream.devstack.s3proxy import LocalS3Proxy
 from ragstream.settings import Settings
 
 __all__ = [
@@ -37,6 +40,7 @@ class Addresses:
     kafka_bootstrap: str
     database_url: str
     kafka_brokers: int = 1
+    s3_endpoint_url: str | None = None
 
 
 class Devstack:
@@ -49,13 +53,18 @@ class Devstack:
             else KafkaCluster(settings.data_dir, settings.cache_dir, self.brokers)
         )
         self.postgres = LocalPostgres(settings.data_dir)
+        self.s3 = LocalS3Proxy(settings.data_dir, settings.cache_dir)
 
     def up(self) -> Addresses:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         database_url = self.postgres.start()
         bootstrap = self.kafka.start()
+        s3 = self.s3.start().url if self.settings.devstack_s3 else None
         addresses = Addresses(
-            kafka_bootstrap=bootstrap, database_url=database_url, kafka_brokers=self.brokers
+            kafka_bootstrap=bootstrap,
+            database_url=database_url,
+            kafka_brokers=self.brokers,
+            s3_endpoint_url=s3,
         )
         self.settings.state_file.write_text(json.dumps(asdict(addresses), indent=2))
         return addresses
@@ -63,9 +72,22 @@ class Devstack:
     def down(self) -> None:
         self.kafka.stop()
         self.postgres.stop()
+        self.s3.stop()
 
     def status(self) -> dict[str, Any]:
-        kafka, pg = self.kafka.status(), self.postgres.status()
+        kafka, pg, s3 = self.kafka.status(), self.postgres.status(), self.s3.status()
+        # S3Proxy is optional (RAGSTREAM_DEVSTACK_S3): shown when asked for or running.
+        shown = self.settings.devstack_s3 or s3.pid is not None
+        optional = {
+            "s3": {
+                "healthy": s3.running,
+                "address": s3.endpoint.url if s3.endpoint else None,
+                "access_key_id": s3.endpoint.access_key_id if s3.endpoint else None,
+                "secret_access_key": s3.endpoint.secret_access_key if s3.endpoint else None,
+                "version": s3.version,
+                "pid": s3.pid,
+            }
+        }
         return {
             "kafka": {
                 "healthy": kafka.running,
@@ -81,6 +103,7 @@ class Devstack:
                 "pgvector": pg.pgvector,
                 "pid": pg.pid,
             },
+            **(optional if shown else {}),
         }
 
 
@@ -99,8 +122,21 @@ def resolve_addresses(settings: Settings) -> Settings:
         update={
             "kafka_bootstrap": settings.kafka_bootstrap or saved["kafka_bootstrap"],
             "database_url": settings.database_url or saved["database_url"],
+            **_saved_s3(settings, saved),
         }
     )
+
+
+def _saved_s3(settings: Settings, saved: dict[str, Any]) -> dict[str, Any]:
+    """The devstack's S3Proxy and its credentials, when it runs and no endpoint is set."""
+    if settings.s3_endpoint_url is not None or not saved.get("s3_endpoint_url"):
+        return {}
+    endpoint = LocalS3Proxy(settings.data_dir, settings.cache_dir).endpoint()
+    return {
+        "s3_endpoint_url": saved["s3_endpoint_url"],
+        "s3_access_key_id": endpoint.access_key_id,
+        "s3_secret_access_key": SecretStr(endpoint.secret_access_key),
+    }
 
 
 def with_brokers(settings: Settings, brokers: int) -> Settings:
