@@ -135,11 +135,14 @@ def merge(parts: list[ParsedDocument]) -> ParsedDocument:
         for block in part.blocks:
             if block.kind == "heading":
                 builder.heading(block.text, block.level, page=block.page)
+            elif block.kind == "ocr":
+                builder.ocr_paragraph(block.text, page=block.page)
             else:
                 builder.paragraph(block.text, page=block.page)
     if not len(builder):
         raise CorruptDocument(NO_TEXT)
-    first = parts[0]
+    # The lineage of a part read by OCR ("pypdfium2+tesseract") covers the plain parts too.
+    first = max(parts, key=lambda part: "+" in part.parser)
     return dataclasses.replace(first, blocks=builder.blocks)
 
 

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 from reportlab.pdfgen import canvas
 
+from ragstream.consumers.parts import merge
+from ragstream.documents import Block, ParsedDocument
 from ragstream.errors import UnsupportedDocument
 from ragstream.parsing import ocr, parse_document
 from ragstream.parsing.core import parse_bytes
@@ -129,3 +131,14 @@ def test_languages_follow_the_setting_and_must_be_installed(
             ocr.languages()
     finally:
         ocr.languages.cache_clear()
+
+
+def test_pdf_parts_merge_keeps_ocr_blocks_and_the_ocr_lineage() -> None:
+    plain = ParsedDocument((Block("typed", page=1),), PDF, "pypdfium2", "v", page_count=2)
+    scanned = ParsedDocument(
+        (Block("read", kind="ocr", page=2),), PDF, "pypdfium2+tesseract", "v / t", page_count=2
+    )
+    merged = merge([plain, scanned])
+    assert [(b.kind, b.page) for b in merged.blocks] == [("paragraph", 1), ("ocr", 2)]
+    assert (merged.parser, merged.parser_version) == ("pypdfium2+tesseract", "v / t")
+    assert merge([plain, plain]).parser == "pypdfium2"
