@@ -29,7 +29,8 @@ from ragstream.parsing.blocks import BlockBuilder
 ENGINE = "tesseract"
 LANGUAGES_ENV = "RAGSTREAM_OCR_LANGUAGES"
 DEFAULT_LANGUAGES = "eng+deu+fra+spa+rus"
-PAGE_TIMEOUT_S = 120.0
+PAGE_TIMEOUT_S = 45.0
+"""One page longer than this is pathological (a 600 dpi page takes about 6 s)."""
 DPI = 300
 NOT_INSTALLED = (
     "needs OCR (no text layer), but Tesseract is not installed: "
