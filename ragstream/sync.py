@@ -1,7 +1,7 @@
 """``ragstream sync``: make the documents of a source match what is in it now.
 
-A source is a directory. Its objects are compared with what the last sync
-recorded (``sync_objects``): same size and modification time is unchanged
+A source is a directory or ``s3://bucket/prefix``. Its objects are compared with what the last sync
+recorded (``sync_objects``): same size and modification time (an S3 object: ETag) is unchanged
 without reading the file; otherwise its content hash decides. New objects are
 submitted, changed ones become the next version of their ``external_id`` (the
 source's URI and the object's key), and the documents of objects that are gone
@@ -25,11 +25,13 @@ from typing import Any
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects.postgresql import insert
 
+from ragstream.blobstore import parse_s3_uri
 from ragstream.db import blobs
 from ragstream.db.models import Document, SyncObject
 from ragstream.db.purge import purge_documents
 from ragstream.errors import RagstreamError
 from ragstream.producers.submit import Submitter
+from ragstream.settings import Settings
 
 COUNTS = ("new", "changed", "unchanged", "deleted", "failed")
 
@@ -113,6 +115,51 @@ class DirectorySource:
         return f"{self.uri}/{key}"
 
 
+class S3Source:
+    """Objects under ``s3://bucket/prefix``; the ETag stands for the modification time."""
+
+    def __init__(self, client: Any, uri: str) -> None:
+        self.client = client
+        self.bucket, self.prefix = parse_s3_uri(uri)
+        if self.prefix and not self.prefix.endswith("/"):
+            self.prefix += "/"
+        self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def list(self) -> dict[str, Found]:
+        out: dict[str, Found] = {}
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                key = obj["Key"][len(self.prefix) :]
+                if key and not key.endswith("/") and not key.rsplit("/", 1)[-1].startswith("."):
+                    out[key] = Found(key, int(obj["Size"]), str(obj["ETag"]).strip('"'))
+        return out
+
+    def read(self, key: str) -> bytes:
+        body = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"]
+        return bytes(body.read())
+
+    def external_id(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{key}"
+
+
+Source = DirectorySource | S3Source
+
+
+def open_source(settings: Settings, source: str) -> Source:
+    """A directory, or ``s3://bucket/prefix`` with the settings' S3 client."""
+    if source.startswith("s3://"):
+        from ragstream.blobstore import s3_client
+
+        try:
+            return S3Source(s3_client(settings), source)
+        except ValueError as exc:
+            raise RagstreamError(str(exc)) from None
+    return DirectorySource(Path(source))
+
+
 @dataclass
 class SyncResult:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
@@ -139,7 +186,7 @@ def known_objects(engine: Engine, tenant: str, source: str) -> dict[str, Known]:
 
 def sync(
     submitter: Submitter,
-    source: DirectorySource,
+    source: Source,
     *,
     tenant: str | None = None,
     dry_run: bool = False,

@@ -1,10 +1,9 @@
-"""``ragstream sync SOURCE``: the documents of a directory follow it (ragstream/sync.py)."""
+"""``ragstream sync SOURCE``: documents follow a directory or S3 prefix (ragstream/sync.py)."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,7 +16,7 @@ app = typer.Typer()
 
 @app.command("sync")
 def sync_command(
-    source: Annotated[Path, typer.Argument(help="A directory (recursive).")],
+    source: Annotated[str, typer.Argument(help="A directory (recursive) or s3://bucket/prefix.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, change nothing.")] = False,
     no_delete: Annotated[
         bool, typer.Option("--no-delete", help="Keep documents whose file is gone.")
@@ -35,11 +34,11 @@ def sync_command(
     from ragstream.producers.producer import EventProducer
     from ragstream.producers.submit import Submitter
     from ragstream.schemas.codec import make_codec
-    from ragstream.sync import DirectorySource, sync
+    from ragstream.sync import open_source, sync
 
     settings = resolved()
     try:
-        directory = DirectorySource(source)
+        directory = open_source(settings, source)
     except RagstreamError as exc:
         raise UsageError(exc.message) from None
     producer = EventProducer(settings)

@@ -10,19 +10,23 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from ragstream.blobstore import s3_client
 from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
 from ragstream.db.models import ChunkBuffer, Document, SyncObject
+from ragstream.devstack.s3proxy import LocalS3Proxy, S3Endpoint
 from ragstream.embedding import make_embedder
 from ragstream.search import search
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
-from ragstream.sync import DirectorySource, sync
+from ragstream.sync import DirectorySource, open_source, sync
 from tests.pipeline import prepare, settings_env
 
 pytestmark = pytest.mark.integration
@@ -188,3 +192,65 @@ def test_a_sync_killed_midway_and_run_again_ends_as_one_uninterrupted_run(
         "failed": 0,
         "errors": {},
     }
+
+
+@pytest.fixture(scope="module")
+def s3proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """A real S3-compatible server (S3Proxy), its jar cached where the devstack keeps it."""
+    server = LocalS3Proxy(tmp_path_factory.mktemp("s3"), Settings().cache_dir)
+    endpoint = server.start()
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+    assert not server.status().running
+
+
+def test_sync_of_an_s3_prefix_reaches_complete_and_follows_edits_and_deletes(
+    settings: Settings, s3proxy: S3Endpoint
+) -> None:
+    s3 = settings.model_copy(
+        update={
+            "s3_endpoint_url": s3proxy.url,
+            "s3_access_key_id": s3proxy.access_key_id,
+            "s3_secret_access_key": SecretStr(s3proxy.secret_access_key),
+        }
+    )
+    client = s3_client(s3)
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="docs/ferry.md", Body=TEXTS["a.md"].encode())
+    client.put_object(Bucket=bucket, Key="docs/orchard.md", Body=TEXTS["b.md"].encode())
+    client.put_object(Bucket=bucket, Key="other/skip.md", Body=TEXTS["c.txt"].encode())
+    submitter = prepare(s3)
+    source = open_source(s3, f"s3://{bucket}/docs")
+    assert source.uri == f"s3://{bucket}/docs"
+    assert sync(submitter, source).counts == {
+        "new": 2,
+        "changed": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "failed": 0,
+    }
+    run_stages(s3, documents=2)
+    ids = _synced(s3)
+    assert sorted(ids) == ["ferry.md", "orchard.md"]
+    assert set(_documents(s3).values()) == {DocumentStatus.COMPLETE.value}
+    assert ids["orchard.md"] in _hits(s3, "apple trees orchard blossom")
+
+    client.delete_object(Bucket=bucket, Key="docs/orchard.md")
+    client.put_object(Bucket=bucket, Key="docs/ferry.md", Body=b"# Ferry\n\nNow hourly, all day.")
+    assert sync(submitter, source).counts == {
+        "new": 0,
+        "changed": 1,
+        "unchanged": 0,
+        "deleted": 1,
+        "failed": 0,
+    }
+    run_stages(s3, documents=1)
+    documents = _documents(s3)
+    assert ids["orchard.md"] not in documents
+    assert not _hits(s3, "apple trees orchard blossom") & {ids["orchard.md"]}
+    assert documents[_synced(s3)["ferry.md"]] == DocumentStatus.COMPLETE.value
+    assert sync(submitter, source).counts["unchanged"] == 1
+    submitter.producer.close()
