@@ -6,8 +6,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from ragstream.blobstore import parse_s3_uri, s3_client
 from ragstream.errors import RagstreamError
+from ragstream.settings import Settings
 from ragstream.sync import DirectorySource, Found, Known, plan
 
 
@@ -58,3 +61,32 @@ def test_directory_listing_skips_hidden_files_and_keys_by_relative_path(tmp_path
 def test_a_source_that_is_not_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RagstreamError, match="not a directory"):
         DirectorySource(tmp_path / "missing")
+
+
+def test_s3_uris_split_into_bucket_and_key() -> None:
+    assert parse_s3_uri("s3://bucket/a/b.md") == ("bucket", "a/b.md")
+    assert parse_s3_uri("s3://bucket") == ("bucket", "")
+    for bad in ("https://x/y", "s3:///key"):
+        with pytest.raises(ValueError):
+            parse_s3_uri(bad)
+
+
+@pytest.mark.parametrize("style", ["path", "virtual"])
+def test_the_s3_client_takes_endpoint_credentials_and_addressing_from_the_settings(
+    style: str,
+) -> None:
+    settings = Settings(
+        s3_endpoint_url="http://s3.example.test:9",
+        s3_access_key_id="AKID",
+        s3_secret_access_key=SecretStr("secret"),
+        s3_addressing_style=style,
+    )
+    client = s3_client(settings)
+    assert client.meta.endpoint_url == "http://s3.example.test:9"
+    assert client.meta.config.s3["addressing_style"] == style
+    assert client._request_signer._credentials.access_key == "AKID"
+    url = client.generate_presigned_url("get_object", Params={"Bucket": "bkt", "Key": "k"})
+    expected = (
+        "http://bkt.s3.example.test:9/k" if style == "virtual" else "http://s3.example.test:9/bkt/k"
+    )
+    assert url.startswith(expected), url
