@@ -12,7 +12,7 @@ from reportlab.pdfgen import canvas
 
 from ragstream.consumers.parts import merge
 from ragstream.documents import Block, ParsedDocument
-from ragstream.errors import UnsupportedDocument
+from ragstream.errors import CorruptDocument, UnsupportedDocument
 from ragstream.parsing import ocr, parse_document
 from ragstream.parsing.core import parse_bytes
 from ragstream.parsing.sniff import JPEG, PDF, PNG, TIFF, sniff_content_type
@@ -142,3 +142,11 @@ def test_pdf_parts_merge_keeps_ocr_blocks_and_the_ocr_lineage() -> None:
     assert [(b.kind, b.page) for b in merged.blocks] == [("paragraph", 1), ("ocr", 2)]
     assert (merged.parser, merged.parser_version) == ("pypdfium2+tesseract", "v / t")
     assert merge([plain, plain]).parser == "pypdfium2"
+
+
+@pytest.mark.parametrize(
+    "data", [b"\x89PNG\r\n\x1a\n" + bytes(64), b"\xff\xd8\xff\xe0" + bytes(64), b"II*\x00junk"]
+)
+def test_a_broken_image_is_a_corrupt_document(data: bytes) -> None:
+    with pytest.raises(CorruptDocument, match=r"^image is corrupt or truncated"):
+        parse_bytes(data, "report.pdf")

@@ -223,7 +223,10 @@ def test_docx_headings_paragraphs_and_tables(word: bytes) -> None:
         ("paragraph", "Documents enter through the upload API."),
         ("heading", "Sniffing"),
         ("paragraph", "The type comes from the bytes."),
-        ("table", "| Merged header |  | Right header |\n|---|---|---|\n| cell a | cell b | cell c |"),
+        (
+            "table",
+            "| Merged header |  | Right header |\n|---|---|---|\n| cell a | cell b | cell c |",
+        ),
         ("heading", "Storage"),
         ("paragraph", "Chunks land in PostgreSQL."),
     ]
@@ -457,8 +460,6 @@ def test_byte_order_marks(encoding: str) -> None:
 @pytest.mark.parametrize(
     ("data", "looks_like"),
     [
-        (b"\x89PNG\r\n\x1a\n" + bytes(64), "a PNG image"),
-        (b"\xff\xd8\xff\xe0" + bytes(64), "a JPEG image"),
         (b"GIF89a" + bytes(64), "a GIF image"),
         (b"\x1f\x8b\x08\x00" + bytes(64), "a gzip archive"),
         (b"\x7fELF\x02\x01\x01" + bytes(64), "an ELF executable"),
@@ -528,8 +529,8 @@ def test_sandbox_keeps_permanent_error_class_and_message(pdf: bytes) -> None:
     assert type(caught.value) is CorruptDocument
     assert caught.value.message == "PDF is encrypted"
     with pytest.raises(UnsupportedDocument) as unsupported:
-        parse_document(b"\x89PNG\r\n\x1a\n" + bytes(8), filename=None, timeout_s=30, memory_mb=512)
-    assert unsupported.value.message == "unsupported document type (looks like a PNG image)"
+        parse_document(b"GIF89a" + bytes(8), filename=None, timeout_s=30, memory_mb=512)
+    assert unsupported.value.message == "unsupported document type (looks like a GIF image)"
 
 
 def test_sandbox_kills_a_parser_past_its_timeout() -> None:
