@@ -327,6 +327,16 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a one-off alert (DLQ message, impossible timestamp) stays open.",
     )
+    alert_webhook_url: SecretStr | None = Field(
+        None, description="Where the monitor POSTs each alert as it opens and resolves."
+    )
+    alert_webhook_format: Literal["alertmanager", "slack"] = Field(
+        "alertmanager",
+        description="Body of those POSTs: Alertmanager's webhook JSON or a Slack incoming webhook.",
+    )
+    alert_webhook_attempts: int = Field(
+        5, ge=1, description="Tries of one alert webhook POST, with backoff, before it is dropped."
+    )
     monitor_metrics_port: int = Field(
         9108, ge=0, le=65535, description="The monitor's Prometheus /metrics port; 0 picks one."
     )

@@ -18,6 +18,7 @@ from ragstream import topology
 from ragstream.consumers import metrics
 from ragstream.monitor import store
 from ragstream.monitor.logic import Alert, AlertKind
+from ragstream.monitor.webhook import AlertWebhook, Notice
 from ragstream.producers.producer import EventProducer
 from ragstream.schemas.codec import Codec, RegistryCodec, SchemaCatalog, SingleObjectCodec
 from ragstream.schemas.codec import registry_client as make_registry_client
@@ -66,12 +67,35 @@ class AlertSink:
         engine: Engine,
         producer: EventProducer | None = None,
         codec: Codec | None = None,
+        webhook: AlertWebhook | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.producer = producer or EventProducer(settings)
         self.codec = codec or alert_codec(settings)
         self.topic = settings.topic(topology.ALERTS)
+        self.webhook = webhook or (AlertWebhook(settings) if settings.alert_webhook_url else None)
+
+    def _notify(self, notices: Iterable[Notice]) -> None:
+        """After the database has them: a failed POST is logged, never undoes the alert."""
+        if self.webhook is not None:
+            for notice in notices:
+                self.webhook.send(notice)
+
+    def _notify_resolved(self, rows: Iterable[dict[str, Any]]) -> None:
+        self._notify(
+            Notice(
+                str(r["id"]),
+                r["kind"],
+                "resolved",
+                r["message"],
+                r.get("stage"),
+                str(r["document_id"]) if r.get("document_id") else None,
+                {str(k): str(v) for k, v in (r.get("details") or {}).items()},
+                r.get("first_seen_at"),
+            )
+            for r in rows
+        )
 
     def _publish(self, events: Iterable[Outgoing]) -> None:
         for out in events:
@@ -109,6 +133,10 @@ class AlertSink:
                 alert_id=str(a.id),
                 message=a.message,
             )
+        self._notify(
+            Notice(str(a.id), a.kind.value, "open", a.message, a.stage, a.document_id, a.details)
+            for a in new
+        )
         return new
 
     def resolve(self, kind: AlertKind, still_active: Iterable[Any]) -> list[dict[str, Any]]:
@@ -119,6 +147,7 @@ class AlertSink:
             )
         for r in rows:
             log.info("alert_resolved", kind=r["kind"], stage=r["stage"], alert_id=str(r["id"]))
+        self._notify_resolved(rows)
         return rows
 
     def expire(self) -> list[dict[str, Any]]:
@@ -127,7 +156,10 @@ class AlertSink:
             self._publish(
                 _event(self.settings, str(r["id"]), r["kind"], r, "resolved") for r in rows
             )
+        self._notify_resolved(rows)
         return rows
 
     def close(self) -> None:
         self.producer.close()
+        if self.webhook is not None:
+            self.webhook.close()

@@ -55,6 +55,7 @@ from ragstream.monitor.logic import (
     sla_alert,
     stage_health,
     stalled_alert,
+    stalled_consumers,
     waiting_stage,
 )
 from ragstream.monitor.probe import GroupProber, Look
@@ -293,6 +294,8 @@ class Monitor:
         healths = self._stage_healths(now, arrivals)
         stalled = [stalled_alert(h) for h in healths if h.state == StageState.STALLED]
         active += stalled
+        stuck = self._stalled_consumers(now)
+        active += stuck
         late = self._sla_alerts(now, timelines)
         active += late
         with self.engine.begin() as conn:
@@ -300,6 +303,7 @@ class Monitor:
             store.save_waiting(conn, [w for d, w in waiting.items() if d not in self.finished])
         self.sink.open(active)
         self.sink.resolve(AlertKind.STAGE_STALLED, [a.id for a in stalled])
+        self.sink.resolve(AlertKind.CONSUMER_STALLED, [a.id for a in stuck])
         self.sink.resolve(AlertKind.SLA_EXCEEDED, [a.id for a in late])
         self.sink.expire()
         with self.engine.connect() as conn:
@@ -337,6 +341,15 @@ class Monitor:
         with self.engine.begin() as conn:
             store.save_stages(conn, rows)
         return [r.health for r in rows]
+
+    def _stalled_consumers(self, now: datetime) -> list[Alert]:
+        """From the look just taken: members stuck on their partitions while lag grows."""
+        if self.last_look is None:
+            return []
+        found = []
+        for name, probe in self.last_look.groups.items():
+            found += stalled_consumers(self.trackers[name], probe, now, self.limits)
+        return found
 
     def _sla_alerts(self, now: datetime, timelines: Sequence[Timeline]) -> list[Alert]:
         """Overdue by the timeline, and not finished by the database: the SLA is exceeded."""

@@ -45,6 +45,7 @@ class AlertKind(StrEnum):
     IMPOSSIBLE_TIMESTAMP = "impossible_timestamp"
     DLQ_MESSAGE = "dlq_message"
     STAGE_STALLED = "stage_stalled"
+    CONSUMER_STALLED = "consumer_stalled"
     DEPENDENCY_DOWN = "dependency_down"  # raised by the stage workers themselves
 
 
@@ -345,6 +346,7 @@ class GroupProbe:
     committed: Mapping[int, int]
     end: Mapping[int, int]
     start: Mapping[int, int] = field(default_factory=dict)
+    assignments: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # member -> partitions
 
     @property
     def lag_by_partition(self) -> dict[int, int]:
@@ -373,6 +375,8 @@ class StageTracker:
     last_progress_at: datetime
     committed_total: int = -1
     history: list[tuple[datetime, int]] = field(default_factory=list)
+    # member -> (its partitions' committed total, their lag, when it last made progress)
+    consumers: dict[str, tuple[int, int, datetime]] = field(default_factory=dict)
 
     def update(self, probe: GroupProbe, now: datetime, window_s: float) -> float:
         """Record a look; the messages per minute committed over the last window."""
@@ -436,6 +440,50 @@ def stalled_alert(health: StageHealth) -> Alert:
             "last_progress_at": health.last_progress_at.isoformat(timespec="seconds"),
         },
     )
+
+
+def stalled_consumers(
+    tracker: StageTracker, probe: GroupProbe, now: datetime, limits: Limits
+) -> list[Alert]:
+    """Members that hold partitions whose lag grew while their committed offsets did not move.
+
+    The stage as a whole may still flow (the other members work): only this
+    member's partitions are stuck, behind a worker that is alive enough to keep them.
+    """
+    lag = probe.lag_by_partition
+    seen: dict[str, tuple[int, int, datetime]] = {}
+    alerts = []
+    for member, partitions in probe.assignments.items():
+        if not partitions:
+            continue
+        done = sum(max(probe.committed.get(p, -1), 0) for p in partitions)
+        behind = sum(lag.get(p, 0) for p in partitions)
+        before = tracker.consumers.get(member)
+        if before is None or behind == 0 or done > before[0]:
+            seen[member] = (done, behind, now)
+            continue
+        since = before[2]
+        seen[member] = (before[0], before[1], since)
+        quiet_s = (now - since).total_seconds()
+        if quiet_s >= limits.stall_after_s and behind > before[1]:
+            alerts.append(
+                Alert(
+                    AlertKind.CONSUMER_STALLED,
+                    f"consumer stalled: {tracker.stage}: {member} holds partition(s) "
+                    f"{','.join(map(str, partitions))} and committed nothing for {quiet_s:.0f}s "
+                    f"while their lag grew from {before[1]} to {behind}",
+                    stage=tracker.stage,
+                    details={
+                        "member": member,
+                        "partitions": ",".join(map(str, partitions)),
+                        "lag": str(behind),
+                        "last_progress_at": since.isoformat(timespec="seconds"),
+                    },
+                    discriminator=member,
+                )
+            )
+    tracker.consumers = seen
+    return alerts
 
 
 # --- where a waiting document is ---------------------------------------------------------

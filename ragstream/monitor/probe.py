@@ -57,15 +57,32 @@ class GroupProber:
         parts = {topic: self._partitions(topic) for topic in [*inputs.values(), *dlqs.values()]}
         ends = self._offsets(parts, OffsetSpec.latest())  # type: ignore[no-untyped-call]
         starts = self._offsets(parts, OffsetSpec.earliest())  # type: ignore[no-untyped-call]
-        members = {
-            name: len(f.result(timeout=TIMEOUT_S).members)
-            for name, f in zip(
+        described = dict(
+            zip(
                 groups,
-                self.admin.describe_consumer_groups(
-                    list(groups.values()), request_timeout=TIMEOUT_S
-                ).values(),
+                (
+                    f.result(timeout=TIMEOUT_S)
+                    for f in self.admin.describe_consumer_groups(
+                        list(groups.values()), request_timeout=TIMEOUT_S
+                    ).values()
+                ),
                 strict=True,
             )
+        )
+        members = {name: len(d.members) for name, d in described.items()}
+        # Which partitions of its stage's input topic each member holds (member id -> partitions).
+        assignments = {
+            name: {
+                f"{m.client_id}@{m.host}/{m.member_id[-8:]}": tuple(
+                    sorted(
+                        tp.partition
+                        for tp in (m.assignment.topic_partitions if m.assignment else [])
+                        if tp.topic == inputs[name]
+                    )
+                )
+                for m in d.members
+            }
+            for name, d in described.items()
         }
         probes: dict[str, GroupProbe] = {}
         for name, group in groups.items():
@@ -85,6 +102,7 @@ class GroupProber:
                 committed=committed,
                 end={p: ends[(topic, p)] for p in parts[topic]},
                 start={p: starts[(topic, p)] for p in parts[topic]},
+                assignments=assignments[name],
             )
         dlq_counts = {
             name: sum(ends[(topic, p)] - starts[(topic, p)] for p in parts[topic])

@@ -120,7 +120,7 @@ def test_waiting_documents_are_stalled_then_queued_with_decreasing_positions(
             def queued_twice() -> bool:
                 body = _job(client, jobs[-1])
                 wait = body.get("wait") or {}
-                moved = wait.get("position") not in (positions[-1:] or [None])
+                moved = not positions or wait.get("position") != positions[-1]
                 if wait.get("state") == "queued" and wait.get("position") is not None and moved:
                     positions.append(wait["position"])
                     print("queued:", json.dumps(wait))

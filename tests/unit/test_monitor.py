@@ -23,6 +23,7 @@ from ragstream.monitor.logic import (
     observe_dead_letter,
     overdue,
     stage_health,
+    stalled_consumers,
     wait_state,
     waiting_stage,
 )
@@ -228,6 +229,33 @@ def test_lag_with_progress_is_queued_and_lag_without_progress_is_stalled() -> No
     assert gone.state == StageState.STALLED and "no worker" in gone.reason
     back = stage_health(tracker, probe(9, 25), T0 + timedelta(seconds=55), LIMITS, 60)
     assert back.state == StageState.FLOWING
+
+
+def test_a_member_stuck_on_its_partitions_while_their_lag_grows_is_consumer_stalled() -> None:
+    def look(c0: int, c1: int, e0: int, e1: int) -> GroupProbe:
+        return GroupProbe(
+            members=2,
+            committed={0: c0, 1: c1},
+            end={0: e0, 1: e1},
+            assignments={"w-a": (0,), "w-b": (1,), "idle": ()},
+        )
+
+    tracker = StageTracker("embed", T0)
+    assert stalled_consumers(tracker, look(10, 10, 20, 20), T0, LIMITS) == []
+    # w-a moves on; w-b commits nothing while its partition fills up.
+    later = T0 + timedelta(seconds=20)
+    assert stalled_consumers(tracker, look(15, 10, 25, 25), later, LIMITS) == []
+    later = T0 + timedelta(seconds=31)
+    (alert,) = stalled_consumers(tracker, look(20, 10, 30, 30), later, LIMITS)
+    assert alert.kind == AlertKind.CONSUMER_STALLED and alert.stage == "embed"
+    assert alert.details["member"] == "w-b" and alert.details["partitions"] == "1"
+    assert "from 10 to 20" in alert.message
+    # Lag that does not grow is a slow consumer, not a stalled one.
+    quiet = StageTracker("embed", T0)
+    stalled_consumers(quiet, look(10, 10, 20, 20), T0, LIMITS)
+    assert stalled_consumers(quiet, look(10, 10, 20, 20), later, LIMITS) == []
+    # Progress again closes it (the next look raises nothing).
+    assert stalled_consumers(tracker, look(20, 11, 30, 30), later, LIMITS) == []
 
 
 def test_wait_state_gives_position_and_estimate_or_says_stalled() -> None:
