@@ -38,7 +38,7 @@ def test_ingest_wait_json_reports_every_file(settings: Settings, tmp_path: Path)
     good = corpus.mixed(5, seed=31)
     for name, data in good:
         (docs / "nested" / name).write_bytes(data)
-    (docs / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    (docs / "picture.png").write_bytes(b"GIF89a" + b"\x00" * 64)  # GIF is not read by OCR
     (docs / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog")
     (docs / ".hidden.txt").write_text("not submitted")
 
@@ -60,7 +60,7 @@ def test_ingest_wait_json_reports_every_file(settings: Settings, tmp_path: Path)
     assert report["chunks"] == report["vectors"] == sum(expected.values())
     items = {Path(str(i["path"])).name: i for i in report["items"]}  # type: ignore[attr-defined]
     assert items["picture.png"]["status"] == "rejected"
-    assert "PNG" in items["picture.png"]["error"]
+    assert "GIF" in items["picture.png"]["error"]
     assert items["broken.pdf"]["status"] == "failed"
     assert items["broken.pdf"]["failed_stage"] == "parse"
     assert items["broken.pdf"]["error"].startswith("parse: ")

@@ -32,7 +32,7 @@ def test_ingest_through_the_api_then_search_from_the_cli(api: ApiServer, tmp_pat
     files = corpus.mixed(3, seed=31)
     for name, data in files:
         (folder / name).write_bytes(data)
-    (folder / "picture.txt").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)
+    (folder / "picture.txt").write_bytes(b"GIF89a" + b"\x00" * 32)
     env = {**settings_env(api.settings), "RAGSTREAM_TENANT": "alpha"}
     runner = CliRunner()
     ingested = runner.invoke(
