@@ -10,7 +10,26 @@ from __future__ import annotations
 
 from ragstream.documents import ParsedDocument
 from ragstream.errors import CorruptDocument
-from ragstream.parsing.sniff import DOCX, HTML, JPEG, MARKDOWN, PDF, PNG, TEXT, TIFF, Sniffed, sniff
+from ragstream.parsing.sniff import (
+    DOCX,
+    EML,
+    EPUB,
+    HTML,
+    JPEG,
+    MARKDOWN,
+    ODP,
+    ODS,
+    ODT,
+    PDF,
+    PNG,
+    PPTX,
+    RTF,
+    TEXT,
+    TIFF,
+    XLSX,
+    Sniffed,
+    sniff,
+)
 
 NO_TEXT = "no extractable text"
 TOO_DEEP = "document is nested too deeply to parse"
@@ -60,4 +79,33 @@ def _dispatch(sniffed: Sniffed, data: bytes, pages: tuple[int, int] | None) -> P
         from ragstream.parsing.image import parse_image
 
         return parse_image(data, content_type)
+    return _dispatch_office(content_type, data)
+
+
+def _dispatch_office(content_type: str, data: bytes) -> ParsedDocument:
+    """Office, e-book and e-mail formats."""
+    if content_type == PPTX:
+        from ragstream.parsing.ooxml import parse_pptx
+
+        return parse_pptx(data)
+    if content_type == XLSX:
+        from ragstream.parsing.ooxml import parse_xlsx
+
+        return parse_xlsx(data)
+    if content_type in (ODT, ODS, ODP):
+        from ragstream.parsing.odf import parse_odf
+
+        return parse_odf(data, content_type)
+    if content_type == EPUB:
+        from ragstream.parsing.epub import parse_epub
+
+        return parse_epub(data)
+    if content_type == RTF:
+        from ragstream.parsing.rtf import parse_rtf
+
+        return parse_rtf(data)
+    if content_type == EML:
+        from ragstream.parsing.mail import parse_eml
+
+        return parse_eml(data)
     raise AssertionError(f"no parser for {content_type}")

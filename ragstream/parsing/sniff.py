@@ -22,6 +22,20 @@ TEXT = "text/plain"
 PNG = "image/png"
 JPEG = "image/jpeg"
 TIFF = "image/tiff"
+# Office, e-book and e-mail formats (ragstream/parsing/ooxml.py, odf.py, epub.py, rtf.py, mail.py).
+PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+ODT = "application/vnd.oasis.opendocument.text"
+ODS = "application/vnd.oasis.opendocument.spreadsheet"
+ODP = "application/vnd.oasis.opendocument.presentation"
+EPUB = "application/epub+zip"
+RTF = "application/rtf"
+EML = "message/rfc822"
+_EML_HEADER = re.compile(
+    rb"(?:from|to|subject|date|message-id|received|return-path|mime-version|reply-to"
+    rb"|delivered-to|x-[a-z0-9-]+|content-type|cc|sender|in-reply-to|references):[ \t]",
+    re.IGNORECASE,
+)
 # Images are read by OCR; their magic numbers settle the question.
 _IMAGES = (
     (b"\x89PNG\r\n\x1a\n", PNG),
@@ -58,8 +72,11 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xce\xfa\xed\xfe", "a Mach-O executable"),
     (b"\xca\xfe\xba\xbe", "a Java class file or Mach-O executable"),
     (b"\x00asm", "a WebAssembly module"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Microsoft Office file (.doc/.xls/.ppt)"),
-    (b"{\\rtf", "an RTF document"),
+    (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        "a legacy binary Microsoft Office or Outlook file (.doc/.xls/.ppt/.msg); "
+        "save it as .docx, .xlsx or .pptx",
+    ),
     (b"%!PS", "a PostScript file"),
     (b"SQLite format 3\x00", "an SQLite database"),
     (b"OggS", "an Ogg media file"),
@@ -114,6 +131,10 @@ def sniff(data: bytes, filename: str | None = None) -> Sniffed:
         return Sniffed(PDF)
     if data.startswith(_ZIP_MAGIC):
         return Sniffed(_sniff_zip(data))
+    if data.startswith(b"{\\rtf"):
+        return Sniffed(RTF)
+    if _is_email(data):
+        return Sniffed(EML)
     image = next((kind for magic, kind in _IMAGES if data.startswith(magic)), None)
     if image is not None:
         return Sniffed(image)
@@ -232,7 +253,56 @@ def _sniff_zip(data: bytes) -> str:
         raise _unsupported("a ZIP archive") from None
     if "word/document.xml" in names:
         return DOCX
+    office = _office_zip(data, names)
+    if office is not None:
+        return office
     raise _unsupported(_describe_zip(names))
+
+
+def _office_zip(data: bytes, names: set[str]) -> str | None:
+    if "ppt/presentation.xml" in names:
+        return PPTX
+    if "xl/workbook.xml" in names:
+        return XLSX
+    if "mimetype" in names:
+        declared = _zip_mimetype(data)
+        if declared.startswith(EPUB):
+            return EPUB
+        for prefix in (ODS, ODP, ODT):
+            if declared.startswith(prefix):
+                return prefix
+    if "META-INF/container.xml" in names:
+        return EPUB
+    return None
+
+
+def _zip_mimetype(data: bytes) -> str:
+    """The ``mimetype`` member ODF and EPUB carry; read only when it is small."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if archive.getinfo("mimetype").file_size > 256:
+                return ""
+            return archive.read("mimetype").decode("ascii", "replace").strip()
+    except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, RuntimeError):
+        return ""
+
+
+def _is_email(data: bytes) -> bool:
+    """Two or more RFC 822 header lines before the first blank line, one of them From:."""
+    head = data[:8192]
+    end = head.find(b"\n\n") if b"\r\n\r\n" not in head else head.find(b"\r\n\r\n")
+    if end <= 0:
+        return False
+    lines = [line for line in head[:end].splitlines() if line and line[:1] not in b" \t"]
+    if lines and lines[0].startswith(b"From "):
+        lines = lines[1:]  # an mbox envelope line
+    if len(lines) < 2 or not all(b":" in line for line in lines):
+        return False
+    known = [line for line in lines if _EML_HEADER.match(line)]
+    return len(known) >= 2 and any(line.lower().startswith(b"from:") for line in known)
 
 
 def _describe_zip(names: set[str]) -> str:
