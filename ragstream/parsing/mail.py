@@ -64,13 +64,13 @@ def parse_eml(data: bytes, depth: int = 0) -> ParsedDocument:
         if depth >= MAX_DEPTH:
             raise CorruptDocument(f"e-mail attachments are nested deeper than {MAX_DEPTH}")
         try:
-            attached = (
-                parse_eml(payload, depth + 1)
-                if sniff(payload, filename).content_type == EML
-                else parse_bytes(payload, filename)
-            )
+            nested = sniff(payload, filename).content_type == EML
+            if not nested:
+                attached = parse_bytes(payload, filename)
         except (UnsupportedDocument, CorruptDocument):
             continue  # an attachment we cannot read does not spoil the message
+        if nested:
+            attached = parse_eml(payload, depth + 1)  # too deep fails the whole message
         builder.heading(f"Attachment: {filename or part.get_content_type()}", 2)
         for block in attached.blocks:
             if block.kind == "table":
