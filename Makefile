@@ -73,6 +73,11 @@ devstack-check-no-java: dev
 chaos-short: dev
 	$(BIN)/pytest -q -m "not long" tests/chaos
 
+# Per format, what a folder of real documents gives through the pipeline (`ragstream up` first).
+.PHONY: formats-check
+formats-check: dev
+	$(BIN)/python bench/formats_check.py $(DIR)
+
 bench-smoke: dev
 	$(BIN)/pytest -q tests/integration/test_bench.py
 
