@@ -21,6 +21,7 @@ from ragstream.blobstore import s3_client
 from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
 from ragstream.db.models import ChunkBuffer, Document, SyncObject
+from ragstream.devstack import Devstack
 from ragstream.devstack.s3proxy import LocalS3Proxy, S3Endpoint
 from ragstream.embedding import make_embedder
 from ragstream.search import search
@@ -197,9 +198,16 @@ def test_a_sync_killed_midway_and_run_again_ends_as_one_uninterrupted_run(
 @pytest.fixture(scope="module")
 def s3proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
     """A real S3-compatible server (S3Proxy), its jar cached where the devstack keeps it."""
-    server = LocalS3Proxy(tmp_path_factory.mktemp("s3"), Settings().cache_dir)
+    data_dir = tmp_path_factory.mktemp("s3")
+    server = LocalS3Proxy(data_dir, Settings().cache_dir)
     endpoint = server.start()
     try:
+        # What `ragstream devstack status --json` shows of it.
+        shown = Devstack(Settings(data_dir=data_dir, devstack_s3=True)).status()["s3"]
+        assert shown["healthy"] is True and shown["address"] == endpoint.url
+        assert shown["access_key_id"] == endpoint.access_key_id
+        assert shown["secret_access_key"] == endpoint.secret_access_key
+        assert "s3" not in Devstack(Settings(data_dir=data_dir / "none")).status()
         yield endpoint
     finally:
         server.stop()
