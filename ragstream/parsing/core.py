@@ -26,6 +26,7 @@ from ragstream.parsing.sniff import (
     RTF,
     TEXT,
     TIFF,
+    XLS,
     XLSX,
     Sniffed,
     sniff,
@@ -104,6 +105,10 @@ def _dispatch_office(content_type: str, data: bytes) -> ParsedDocument:
         from ragstream.parsing.rtf import parse_rtf
 
         return parse_rtf(data)
+    if content_type == XLS:
+        from ragstream.parsing.xls import parse_xls
+
+        return parse_xls(data)
     if content_type == EML:
         from ragstream.parsing.mail import parse_eml
 

@@ -31,6 +31,8 @@ ODP = "application/vnd.oasis.opendocument.presentation"
 EPUB = "application/epub+zip"
 RTF = "application/rtf"
 EML = "message/rfc822"
+XLS = "application/vnd.ms-excel"
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _EML_HEADER = re.compile(
     rb"(?:from|to|subject|date|message-id|received|return-path|mime-version|reply-to"
     rb"|delivered-to|x-[a-z0-9-]+|content-type|cc|sender|in-reply-to|references):[ \t]",
@@ -135,6 +137,8 @@ def sniff(data: bytes, filename: str | None = None) -> Sniffed:
         return Sniffed(RTF)
     if _is_email(data):
         return Sniffed(EML)
+    if data.startswith(_OLE_MAGIC) and _is_xls(data):
+        return Sniffed(XLS)
     image = next((kind for magic, kind in _IMAGES if data.startswith(magic)), None)
     if image is not None:
         return Sniffed(image)
@@ -288,6 +292,12 @@ def _zip_mimetype(data: bytes) -> str:
             return archive.read("mimetype").decode("ascii", "replace").strip()
     except (zipfile.BadZipFile, KeyError, OSError, ValueError, EOFError, RuntimeError):
         return ""
+
+
+def _is_xls(data: bytes) -> bool:
+    """An OLE compound file with a ``Workbook`` (BIFF8) or ``Book`` (BIFF5) stream, named
+    in UTF-16 in its directory; Word, PowerPoint and Outlook files have neither."""
+    return "Workbook".encode("utf-16-le") in data or b"B\x00o\x00o\x00k\x00\x00\x00" in data
 
 
 def _is_email(data: bytes) -> bool:

@@ -33,7 +33,10 @@ def _zip(members: dict[str, bytes | str], *, stored_first: str | None = None) ->
 
 
 def _odf(mimetype: str, body: str) -> bytes:
-    content = f'<?xml version="1.0"?><office:document-content {ODF_NS}><office:body>{body}</office:body></office:document-content>'
+    content = (
+        f'<?xml version="1.0"?><office:document-content {ODF_NS}><office:body>{body}'
+        "</office:body></office:document-content>"
+    )
     return _zip({"content.xml": content}, stored_first=mimetype)
 
 
