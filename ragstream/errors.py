@@ -106,6 +106,10 @@ class SchemaNotAtHead(RagstreamError):
     """The database schema is not at the Alembic head; run ``ragstream migrate``."""
 
 
+class NoVectors(RagstreamError):
+    """A search named an embedding model that has no vectors in the database."""
+
+
 # --- the retry policy ------------------------------------------------------
 def is_retryable(exc: BaseException) -> bool:
     """Whether ``exc`` means a dependency failed, so the same input may pass later."""

@@ -15,10 +15,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, select, text
+from pgvector.sqlalchemy import Vector
+from sqlalchemy import Engine, cast, exists, select, text
 
 from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
 from ragstream.embedding import Embedder, make_embedder
+from ragstream.errors import NoVectors
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
 
@@ -56,7 +58,10 @@ class QueryEmbedders:
             if model
             else reembed.search_settings(self.settings, self.engine)
         )
-        key = (chosen.embedder, chosen.openai_model if chosen.embedder == "openai" else "")
+        key = (
+            chosen.embedder,
+            chosen.openai_model if chosen.embedder == "openai" else str(chosen.hash_dimensions),
+        )
         with self._lock:
             if key not in self._made:
                 try:
@@ -81,12 +86,24 @@ def search(
     k: int = 5,
     document_ids: Sequence[uuid.UUID] | None = None,
     metadata: Mapping[str, str] | None = None,
+    named: bool = False,
 ) -> list[Hit]:
-    """The ``k`` chunks closest to ``query`` (cosine), best first; score = cosine similarity."""
+    """The ``k`` chunks closest to ``query`` (cosine), best first; score = cosine similarity.
+
+    ``named``: the caller chose the model, so one without any vectors is an
+    error (:class:`NoVectors`) rather than an empty answer.
+    """
     if not 1 <= k <= MAX_K:
         raise ValueError(f"k must be between 1 and {MAX_K}, not {k}")
+    if named:
+        with engine.connect() as conn:
+            found = conn.execute(select(exists().where(VectorBuffer.model == embedder.name)))
+            if not found.scalar():
+                raise NoVectors(f"model {embedder.name} has no vectors here: nothing to search")
     (vector,) = embedder.embed([query])
-    distance = VectorBuffer.embedding.cosine_distance(list(vector))
+    # The same cast and ``model =`` filter as the model's partial HNSW index (db/vectors.py).
+    embedding = cast(VectorBuffer.embedding, Vector(embedder.dimensions))
+    distance = embedding.cosine_distance(list(vector))
     stmt = (
         select(
             (1 - distance).label("score"),

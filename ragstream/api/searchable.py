@@ -28,6 +28,8 @@ class ModelNotServed(Exception):
 def vector_model_name(settings: Settings, spec: str) -> str:
     """The name an embedder for canonical ``spec`` writes in vector rows, without making it."""
     backend, _, variant = spec.partition(":")
+    if backend.startswith("hash-"):  # hash-384, hash-768, ...
+        return backend
     if backend == "hash":
         return f"hash-{settings.hash_dimensions}"
     if backend == "minilm":

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, select
 from ragstream import crypto, ids
 from ragstream.consumers.base import Incoming, Stage, StageContext, StageOutput
 from ragstream.db.models import EmbeddingCache, VectorBuffer
-from ragstream.embedding import Embedder, make_embedder
+from ragstream.embedding import Embedder, make_embedder, registry
 from ragstream.schemas import outgoing
 from ragstream.schemas.events import ChunkCreated, utc_now
 from ragstream.state import DocumentStatus
@@ -80,19 +80,48 @@ def _opened(batch: list[Incoming], ctx: StageContext) -> tuple[list[Incoming], l
 
 
 class EmbedStage(Stage):
+    """Embeds with the models the database serves: the active one, and any being built.
+
+    The configured model (``RAGSTREAM_EMBEDDER``) becomes active only in a fresh
+    database; otherwise the worker follows the registry, looked up once per
+    batch, so a ``reembed --swap`` reaches running workers without a restart,
+    and a worker started with another model never writes vectors nobody serves.
+    Only the active model's vectors emit ``ChunkEmbedded`` (finalize counts them).
+    """
+
     name = "embed"
     consumes = ChunkCreated
     started_status = DocumentStatus.EMBEDDING
+    start_state = "active"
 
     def setup(self, ctx: StageContext) -> None:
         self.embedder: Embedder = make_embedder(ctx.settings)
         self.use_cache = ctx.settings.embedding_cache
+        self._embedders: dict[str, Embedder] = {self.embedder.name: self.embedder}
+        with ctx.engine.begin() as conn:
+            registry.register(
+                conn, self.embedder, registry.configured_spec(ctx.settings), state=self.start_state
+            )
+
+    def _targets(self, ctx: StageContext) -> list[tuple[Embedder, bool]]:
+        """(embedder, is the active model) for every model served now."""
+        with ctx.engine.connect() as conn:
+            serving = registry.serving(conn)
+        targets: list[tuple[Embedder, bool]] = []
+        for model in serving:
+            embedder = self._embedders.get(model.model)
+            if embedder is None:
+                embedder = make_embedder(registry.model_settings(ctx.settings, model.spec))
+                registry.check(embedder, model.version, model.dimensions)
+                self._embedders[model.model] = embedder
+            targets.append((embedder, model.state == "active"))
+        return targets
 
     def _vectors(
-        self, texts: list[str], ctx: StageContext, out: StageOutput
+        self, embedder: Embedder, texts: list[str], ctx: StageContext, out: StageOutput
     ) -> dict[str, list[float]]:
         """A vector for every text, by cache key; only texts never seen go to the model."""
-        model, version = self.embedder.name, self.embedder.version
+        model, version = embedder.name, embedder.version
         by_key = {cache_key(model, version, text): text for text in texts}
         found: dict[str, list[float]] = {}
         if self.use_cache:
@@ -103,7 +132,7 @@ class EmbedStage(Stage):
         CACHE_LOOKUPS.labels("miss").inc(len(missing))
         if not missing:
             return found
-        fresh = self.embedder.embed([by_key[key] for key in missing])
+        fresh = embedder.embed([by_key[key] for key in missing])
         EMBEDDED_TEXTS.inc(len(missing))
         new = dict(zip(missing, fresh, strict=True))
         if self.use_cache:
@@ -128,8 +157,21 @@ class EmbedStage(Stage):
         out = StageOutput()
         if not batch:
             return out
-        model, version = self.embedder.name, self.embedder.version
-        vectors = self._vectors([e.text for e in events], ctx, out)
+        for embedder, emits in self._targets(ctx):
+            self._embed_with(embedder, emits, batch, events, ctx, out)
+        return out
+
+    def _embed_with(
+        self,
+        embedder: Embedder,
+        emits: bool,
+        batch: list[Incoming],
+        events: list[ChunkCreated],
+        ctx: StageContext,
+        out: StageOutput,
+    ) -> None:
+        model, version = embedder.name, embedder.version
+        vectors = self._vectors(embedder, [e.text for e in events], ctx, out)
         now = utc_now()
         for message, event in zip(batch, events, strict=True):
             vector = vectors[cache_key(model, version, event.text)]
@@ -145,6 +187,8 @@ class EmbedStage(Stage):
                         "job_id": uuid.UUID(event.job_id),
                         "model": model,
                         "model_version": version,
+                        "dimensions": embedder.dimensions,
+                        "served_model_id": embedder.served_model_id,
                         "text_sha256": hashlib.sha256(event.text.encode()).hexdigest(),
                         "chunker_version": event.chunker_version,
                         "chunker_config_hash": event.chunker_config_hash,
@@ -157,18 +201,18 @@ class EmbedStage(Stage):
                     },
                 )
             )
-            out.events.append(
-                outgoing.chunk_embedded(
-                    ctx,
-                    event,
-                    embedding_id=embedding_id,
-                    model=model,
-                    model_version=version,
-                    vector=vector,
-                    embedded_at=now,
+            if emits:
+                out.events.append(
+                    outgoing.chunk_embedded(
+                        ctx,
+                        event,
+                        embedding_id=embedding_id,
+                        model=model,
+                        model_version=version,
+                        vector=vector,
+                        embedded_at=now,
+                    )
                 )
-            )
-        return out
 
     def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:
         return self.process_current([message], ctx)

@@ -1,4 +1,9 @@
-"""finalize: documents.embedded -> complete, once every chunk has its vector."""
+"""finalize: documents.embedded -> complete, once every chunk has a vector of the active model.
+
+Vectors of any other model never complete a document: a document whose chunks
+were embedded partly by another model (a worker that had not seen a swap yet)
+is completed by the active model's vectors when they arrive, never split.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from sqlalchemy import func, select
 from ragstream.consumers.base import Incoming, Stage, StageContext, StageOutput
 from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
 from ragstream.db.repository import Transition
+from ragstream.embedding import registry
 from ragstream.schemas.events import ChunkEmbedded
 from ragstream.state import DocumentStatus
 
@@ -28,14 +34,16 @@ class FinalizeStage(Stage):
                     select(Document.id, Document.chunk_count).where(Document.id.in_(latest))
                 ).all()
             )
+            live = registry.active(conn)
             for document_id, event in latest.items():
+                model = live.model if live is not None else event.model
                 have = conn.execute(
                     select(func.count())
                     .select_from(VectorBuffer)
                     .join(ChunkBuffer, ChunkBuffer.id == VectorBuffer.chunk_id)
                     .where(
                         VectorBuffer.document_id == document_id,
-                        VectorBuffer.model == event.model,
+                        VectorBuffer.model == model,
                     )
                 ).scalar_one()
                 total = expected.get(document_id)
@@ -45,7 +53,7 @@ class FinalizeStage(Stage):
                             document_id,
                             uuid.UUID(event.job_id),
                             DocumentStatus.COMPLETE,
-                            {"embedding_model": event.model},
+                            {"embedding_model": model},
                         )
                     )
         return out

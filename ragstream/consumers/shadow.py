@@ -10,6 +10,7 @@ from ragstream.consumers.runner import StageRunner
 from ragstream.context import StageContext
 from ragstream.db.engine import make_engine
 from ragstream.db.migrate import require_head
+from ragstream.embedding import Embedder
 from ragstream.schemas.codec import make_codec
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
@@ -26,6 +27,10 @@ class ShadowEmbedStage(EmbedStage):
 
     started_status: ClassVar[DocumentStatus | None] = None  # type: ignore[assignment]
     fails_documents: ClassVar[bool] = False
+    start_state = "building"  # registered before its first batch: live workers write it too
+
+    def _targets(self, ctx: StageContext) -> list[tuple[Embedder, bool]]:
+        return [(self.embedder, False)]
 
     def process(self, batch: list[Incoming], ctx: StageContext) -> StageOutput:
         out = super().process(batch, ctx)

@@ -227,15 +227,9 @@ class ChunkBuffer(Lineage, Base):
 
 
 class VectorBuffer(Lineage, Base):
+    """A chunk's vector of one model, at that model's dimension (indexes: ``db/vectors.py``)."""
+
     __tablename__ = "document_vector_buffer"
-    __table_args__ = (
-        Index(
-            "ix_document_vector_buffer_embedding_hnsw",
-            "embedding",
-            postgresql_using="hnsw",
-            postgresql_ops={"embedding": "vector_cosine_ops"},
-        ),
-    )
 
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     chunk_id: Mapped[uuid.UUID] = mapped_column(
@@ -252,7 +246,9 @@ class VectorBuffer(Lineage, Base):
     chunker_config_hash: Mapped[str] = mapped_column(Text)
     parser: Mapped[str] = mapped_column(Text)
     parser_version: Mapped[str] = mapped_column(Text)
-    embedding: Mapped[list[float]] = mapped_column(Vector(VECTOR_DIMENSIONS))
+    dimensions: Mapped[int] = mapped_column(Integer)
+    served_model_id: Mapped[str | None] = mapped_column(Text)  # remote models: what served it
+    embedding: Mapped[list[float]] = mapped_column(Vector())
 
 
 class LlamaParseJob(Lineage, Base):
@@ -318,6 +314,9 @@ class EmbeddingModel(Base):
     model: Mapped[str] = mapped_column(Text, primary_key=True)
     spec: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(Text)  # building | active | retired
+    version: Mapped[str | None] = mapped_column(Text)
+    dimensions: Mapped[int | None] = mapped_column(Integer)
+    served_model_id: Mapped[str | None] = mapped_column(Text)
     activated_at: Mapped[datetime | None] = mapped_column(TZ)
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())

@@ -28,12 +28,15 @@ class Embedder(ABC):
         dimensions: length of every vector.
         max_input_tokens: content tokens the model reads before truncating,
             after what it adds itself (e.g. [CLS]/[SEP]).
+        served_model_id: for a remote model, the model id its endpoint last
+            reported (its answer's ``model``); None for local models.
     """
 
     name: str
     version: str
     dimensions: int
     max_input_tokens: int
+    served_model_id: str | None = None
 
     @abstractmethod
     def count_tokens(self, text: str) -> int:

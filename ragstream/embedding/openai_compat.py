@@ -177,6 +177,9 @@ class OpenAIEmbedder(Embedder):
             )
         if not np.isfinite(vectors).all():
             raise EndpointRejected("embedding endpoint returned non-finite values")
+        served = body.get("model") if isinstance(body, dict) else None
+        if isinstance(served, str):
+            self.served_model_id = served
         result: list[list[float]] = l2_normalize(vectors).tolist()
         return result
 

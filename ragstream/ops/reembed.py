@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import get_args
 
 from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -21,42 +20,18 @@ from ragstream import topology
 from ragstream.consumers.shadow import shadow_runner
 from ragstream.db.engine import make_engine
 from ragstream.db.models import ChunkBuffer, Document, EmbeddingModel, VectorBuffer
-from ragstream.errors import PermanentError, RagstreamError
+from ragstream.embedding.registry import UnknownModel as UnknownModel  # re-exported
+from ragstream.embedding.registry import canonical_spec as canonical_spec  # re-exported
+from ragstream.embedding.registry import model_settings as model_settings  # re-exported
+from ragstream.errors import RagstreamError
 from ragstream.kafka import admin_client
 from ragstream.ops import groups
-from ragstream.settings import EmbedderName, Settings
+from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
-
-BACKENDS: tuple[str, ...] = get_args(EmbedderName)
-
-
-class UnknownModel(PermanentError):
-    """A model spec that names no embedding backend, or one that cannot be loaded here."""
 
 
 class CoverageIncomplete(RagstreamError):
     """The model lacks vectors for some chunks search can return; swapping would hide them."""
-
-
-def canonical_spec(settings: Settings, spec: str) -> str:
-    """``hash``, ``minilm`` or ``openai:<model>`` (plain ``openai`` means the configured model)."""
-    backend, _, variant = spec.strip().partition(":")
-    if backend not in BACKENDS or (variant and backend != "openai"):
-        raise UnknownModel(
-            f"unknown model {spec!r}: one of hash, minilm, openai, openai:<model name>"
-        )
-    if backend == "openai":
-        return f"openai:{variant or settings.openai_model}"
-    return backend
-
-
-def model_settings(settings: Settings, spec: str) -> Settings:
-    """``settings`` with the embedder that ``spec`` names."""
-    backend, _, variant = canonical_spec(settings, spec).partition(":")
-    update_: dict[str, str] = {"embedder": backend}
-    if variant:
-        update_["openai_model"] = variant
-    return settings.model_copy(update=update_)
 
 
 def group_id(settings: Settings, spec: str) -> str:

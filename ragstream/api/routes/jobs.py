@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, true
 from sqlalchemy.orm import Session
 
 from ragstream.api.deps import ServicesDep, TenantDep
@@ -21,6 +21,7 @@ from ragstream.api.models import (
     WaitPublic,
 )
 from ragstream.db.models import ChunkBuffer, Document, DocumentPart, Job, VectorBuffer
+from ragstream.embedding import registry
 from ragstream.monitor import store
 from ragstream.state import STATUS_TIMESTAMP_FIELD, DocumentStatus
 
@@ -107,10 +108,12 @@ def get_job(job_id: uuid.UUID, services: ServicesDep, tenant: TenantDep) -> JobP
             .select_from(ChunkBuffer)
             .where(ChunkBuffer.document_id == document.id)
         ).scalar_one()
+        live = registry.active(conn)  # the active model's vectors only, not every model's
         embedded = conn.execute(
             select(func.count())
             .select_from(VectorBuffer)
             .where(VectorBuffer.document_id == document.id, VectorBuffer.job_id == job.id)
+            .where(VectorBuffer.model == live.model if live is not None else true())
         ).scalar_one()
         parts = conn.execute(
             select(func.count(), func.count(DocumentPart.parsed_at)).where(

@@ -8,6 +8,7 @@ from ragstream import search as searching
 from ragstream.api import searchable
 from ragstream.api.deps import ServicesDep, TenantDep
 from ragstream.api.models import ErrorPublic, SearchCreate, SearchHitPublic, SearchPublic
+from ragstream.errors import NoVectors
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
 
@@ -17,6 +18,7 @@ router = APIRouter(prefix="/v1/search", tags=["search"])
     responses={
         400: {"model": ErrorPublic, "description": "A model not searchable here."},
         401: {"model": ErrorPublic},
+        404: {"model": ErrorPublic, "description": "The model has no vectors here."},
         503: {"model": ErrorPublic},
     },
 )
@@ -33,15 +35,19 @@ def search(body: SearchCreate, services: ServicesDep, tenant: TenantDep) -> Sear
         except searchable.ModelNotServed as exc:
             raise HTTPException(400, exc.message) from None
     embedder = services.embedders.get(model)
-    hits = searching.search(
-        services.engine,
-        embedder,
-        body.query,
-        tenant=tenant,
-        k=body.k,
-        document_ids=body.document_ids,
-        metadata=body.metadata,
-    )
+    try:
+        hits = searching.search(
+            services.engine,
+            embedder,
+            body.query,
+            tenant=tenant,
+            k=body.k,
+            document_ids=body.document_ids,
+            metadata=body.metadata,
+            named=model is not None,
+        )
+    except NoVectors as exc:
+        raise HTTPException(404, str(exc)) from None
     return SearchPublic(
         model=embedder.name,
         hits=[
