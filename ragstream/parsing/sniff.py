@@ -76,8 +76,8 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x00asm", "a WebAssembly module"),
     (
         b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
-        "a legacy binary Microsoft Office or Outlook file (.doc/.xls/.ppt/.msg); "
-        "save it as .docx, .xlsx or .pptx",
+        "a legacy binary Word, PowerPoint or Outlook file (.doc/.ppt/.msg); "
+        "save it as .docx or .pptx",
     ),
     (b"%!PS", "a PostScript file"),
     (b"SQLite format 3\x00", "an SQLite database"),
