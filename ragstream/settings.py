@@ -327,6 +327,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a one-off alert (DLQ message, impossible timestamp) stays open.",
     )
+    monitor_retention_s: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="Resolved alerts and finished documents' rows older than this are pruned "
+        "from the monitor's tables (open alerts never are).",
+    )
     alert_webhook_url: SecretStr | None = Field(
         None, description="Where the monitor POSTs each alert as it opens and resolves."
     )

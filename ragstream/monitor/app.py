@@ -19,10 +19,9 @@ with backoff while the record stays unacked; anything else crashes the worker
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import faust
@@ -44,6 +43,7 @@ from ragstream.monitor.logic import (
     Alert,
     AlertKind,
     Limits,
+    MinuteCounts,
     Seen,
     StageHealth,
     StageState,
@@ -97,16 +97,10 @@ class Monitor:
         self.waiting: dict[str, dict[str, Any]] = {}  # to write to monitor_waiting
         self.finished: set[str] = set()  # documents the database says are terminal
         self.last_look: Look | None = None
+        self.pruned_at: datetime | None = None
         self.app = self._make_app()
         self.timelines = self.app.Table("timelines", default=None, partitions=settings.partitions)
-        self.arrivals = (
-            self.app.Table("arrivals", default=int, partitions=settings.partitions)
-            .tumbling(
-                settings.throughput_window_s,
-                expires=timedelta(seconds=settings.throughput_window_s * 10),
-            )
-            .relative_to_stream()
-        )
+        self.arrivals = {name: MinuteCounts() for name in topology.STAGE_NAMES}
         self.stage_topic = self.app.topic(
             *(settings.topic(t) for t in topology.STAGE_TOPICS),
             key_serializer="raw",
@@ -190,7 +184,8 @@ class Monitor:
             self.limits,
         )
         self.timelines[document_id] = timeline
-        self.arrivals[f"{stage}:{msg.partition}"] += 1
+        if stage in self.arrivals:
+            self.arrivals[stage].add(datetime.now(UTC))
         self._note_waiting(timeline)
         metrics.MONITOR_EVENTS.labels("stage", "ok").inc()
         if alerts:
@@ -273,15 +268,9 @@ class Monitor:
             raise
 
     def _arrivals_per_min(self) -> dict[str, float]:
-        window = self.settings.throughput_window_s
-        elapsed = max(time.time() % window, 1.0)
-        rates = {}
-        for stage in topology.STAGE_NAMES:
-            count = sum(
-                int(self.arrivals[f"{stage}:{p}"].now()) for p in range(self.settings.partitions)
-            )
-            rates[stage] = count * 60 / elapsed
-        return rates
+        """Records that arrived on each stage's topic in the last complete minute."""
+        now = datetime.now(UTC)
+        return {name: float(counts.last_minute(now)) for name, counts in self.arrivals.items()}
 
     def _tick_blocking(
         self,
@@ -306,6 +295,7 @@ class Monitor:
         self.sink.resolve(AlertKind.CONSUMER_STALLED, [a.id for a in stuck])
         self.sink.resolve(AlertKind.SLA_EXCEEDED, [a.id for a in late])
         self.sink.expire()
+        self._housekeeping(now)
         with self.engine.connect() as conn:
             counts = store.open_counts(conn)
         for kind in AlertKind:
@@ -321,9 +311,7 @@ class Monitor:
         self.last_look = look
         rows = []
         for name, probe in look.groups.items():
-            health = stage_health(
-                self.trackers[name], probe, now, self.limits, self.settings.throughput_window_s
-            )
+            health = stage_health(self.trackers[name], probe, now, self.limits)
             rows.append(
                 store.StageRow(
                     health,
@@ -341,6 +329,18 @@ class Monitor:
         with self.engine.begin() as conn:
             store.save_stages(conn, rows)
         return [r.health for r in rows]
+
+    def _housekeeping(self, now: datetime) -> None:
+        """At most once an hour: prune what is older than ``monitor_retention_s``."""
+        if self.pruned_at is not None and (now - self.pruned_at).total_seconds() < 3600:
+            return
+        with self.engine.begin() as conn:
+            gone = store.prune(conn, self.settings.monitor_retention_s)
+        self.pruned_at = now
+        if len(self.finished) > 100_000:  # ids only skip a database look; they can go
+            self.finished.clear()
+        if any(gone.values()):
+            log.info("monitor_pruned", **gone)
 
     def _stalled_consumers(self, now: datetime) -> list[Alert]:
         """From the look just taken: members stuck on their partitions while lag grows."""

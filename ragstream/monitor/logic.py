@@ -368,29 +368,43 @@ class GroupProbe:
 
 
 @dataclass
+class MinuteCounts:
+    """Events counted per wall-clock minute: a rate is the last complete minute's count."""
+
+    counts: dict[int, int] = field(default_factory=dict)
+
+    def add(self, at: datetime, n: int = 1) -> None:
+        minute = int(at.timestamp() // 60)
+        self.counts[minute] = self.counts.get(minute, 0) + n
+
+    def last_minute(self, now: datetime) -> int:
+        """The count of the minute before this one (0 when nothing came); forgets older ones."""
+        minute = int(now.timestamp() // 60) - 1
+        for old in [m for m in self.counts if m < minute]:
+            del self.counts[old]
+        return self.counts.get(minute, 0)
+
+
+@dataclass
 class StageTracker:
     """What the watchdog remembers of a stage between two looks."""
 
     stage: str
     last_progress_at: datetime
     committed_total: int = -1
-    history: list[tuple[datetime, int]] = field(default_factory=list)
+    done: MinuteCounts = field(default_factory=MinuteCounts)
     # member -> (its partitions' committed total, their lag, when it last made progress)
     consumers: dict[str, tuple[int, int, datetime]] = field(default_factory=dict)
 
-    def update(self, probe: GroupProbe, now: datetime, window_s: float) -> float:
-        """Record a look; the messages per minute committed over the last window."""
+    def update(self, probe: GroupProbe, now: datetime) -> float:
+        """Record a look; the messages committed in the last complete minute."""
         total = probe.committed_total
         if probe.lag == 0 or 0 <= self.committed_total < total:
             self.last_progress_at = now
+        if 0 <= self.committed_total < total:
+            self.done.add(now, total - self.committed_total)
         self.committed_total = total
-        self.history.append((now, total))
-        cutoff = now.timestamp() - window_s
-        while len(self.history) > 2 and self.history[1][0].timestamp() <= cutoff:
-            self.history.pop(0)
-        first_at, first = self.history[0]
-        span = now.timestamp() - first_at.timestamp()
-        return 0.0 if span <= 0 else max(total - first, 0) * 60 / span
+        return float(self.done.last_minute(now))
 
 
 @dataclass(frozen=True)
@@ -405,10 +419,10 @@ class StageHealth:
 
 
 def stage_health(
-    tracker: StageTracker, probe: GroupProbe, now: datetime, limits: Limits, window_s: float
+    tracker: StageTracker, probe: GroupProbe, now: datetime, limits: Limits
 ) -> StageHealth:
     """Queued or stalled: lag with progress is a queue; lag without progress is a stall."""
-    rate = tracker.update(probe, now, window_s)
+    rate = tracker.update(probe, now)
     lag = probe.lag
     quiet_s = (now - tracker.last_progress_at).total_seconds()
     if lag == 0:

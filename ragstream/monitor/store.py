@@ -190,6 +190,19 @@ def expire_one_off_alerts(conn: Connection, open_for_s: float) -> list[dict[str,
     return [dict(r) for r in rows]
 
 
+def prune(conn: Connection, older_than_s: float) -> dict[str, int]:
+    """Housekeeping: resolved alerts, and waiting rows nobody updated, older than the cutoff.
+
+    An open alert is kept however old it is: it is still true.
+    """
+    cutoff = func.statement_timestamp() - timedelta(seconds=older_than_s)
+    gone_alerts = conn.execute(
+        delete(alerts).where(alerts.c.resolved_at.is_not(None), alerts.c.resolved_at < cutoff)
+    ).rowcount
+    gone_waiting = conn.execute(delete(waiting).where(waiting.c.updated_at < cutoff)).rowcount
+    return {"alerts": int(gone_alerts or 0), "waiting": int(gone_waiting or 0)}
+
+
 def list_alerts(
     conn: Connection, *, include_resolved_s: float = 24 * 3600, limit: int = 200
 ) -> list[dict[str, Any]]:

@@ -216,19 +216,24 @@ def probe(committed: int, end: int, members: int = 1) -> GroupProbe:
 
 def test_lag_with_progress_is_queued_and_lag_without_progress_is_stalled() -> None:
     tracker = StageTracker("embed", T0)
-    health = stage_health(tracker, probe(0, 0), T0, LIMITS, 60)
+    health = stage_health(tracker, probe(0, 0), T0, LIMITS)
     assert health.state == StageState.IDLE
-    health = stage_health(tracker, probe(5, 20), T0 + timedelta(seconds=10), LIMITS, 60)
+    health = stage_health(tracker, probe(5, 20), T0 + timedelta(seconds=10), LIMITS)
     assert health.state == StageState.FLOWING and health.lag == 15
-    assert health.processed_per_min == pytest.approx(30)
-    health = stage_health(tracker, probe(5, 25), T0 + timedelta(seconds=35), LIMITS, 60)
+    assert health.processed_per_min == 0  # this minute is not over: counted, not estimated
+    health = stage_health(tracker, probe(5, 25), T0 + timedelta(seconds=35), LIMITS)
     assert health.state == StageState.FLOWING  # 25 s without progress: not yet
-    health = stage_health(tracker, probe(5, 25), T0 + timedelta(seconds=41), LIMITS, 60)
+    health = stage_health(tracker, probe(5, 25), T0 + timedelta(seconds=41), LIMITS)
     assert health.state == StageState.STALLED and "no progress" in health.reason
-    gone = stage_health(tracker, probe(5, 25, members=0), T0 + timedelta(seconds=50), LIMITS, 60)
+    gone = stage_health(tracker, probe(5, 25, members=0), T0 + timedelta(seconds=50), LIMITS)
     assert gone.state == StageState.STALLED and "no worker" in gone.reason
-    back = stage_health(tracker, probe(9, 25), T0 + timedelta(seconds=55), LIMITS, 60)
+    back = stage_health(tracker, probe(9, 25), T0 + timedelta(seconds=55), LIMITS)
     assert back.state == StageState.FLOWING
+    # The minute T0..T0+60s is complete: 9 committed in it, whatever the looks' spacing.
+    next_minute = stage_health(tracker, probe(12, 25), T0 + timedelta(seconds=61), LIMITS)
+    assert next_minute.processed_per_min == 9
+    later = stage_health(tracker, probe(12, 25), T0 + timedelta(seconds=185), LIMITS)
+    assert later.processed_per_min == 0  # nothing in the minute before
 
 
 def test_a_member_stuck_on_its_partitions_while_their_lag_grows_is_consumer_stalled() -> None:
