@@ -271,8 +271,8 @@ def test_other_zips_are_unsupported(word: bytes) -> None:
     workbook = io.BytesIO()
     with zipfile.ZipFile(workbook, "w") as archive:
         archive.writestr("[Content_Types].xml", "<Types/>")
-        archive.writestr("xl/workbook.xml", "<workbook/>")
-    with pytest.raises(UnsupportedDocument, match=r"Excel workbook"):
+        archive.writestr("visio/document.xml", "<document/>")
+    with pytest.raises(UnsupportedDocument, match=r"Office Open XML package other than DOCX"):
         parse_bytes(workbook.getvalue())
 
 
