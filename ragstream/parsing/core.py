@@ -11,6 +11,7 @@ from __future__ import annotations
 from ragstream.documents import ParsedDocument
 from ragstream.errors import CorruptDocument
 from ragstream.parsing.sniff import (
+    DOC,
     DOCX,
     EML,
     EPUB,
@@ -105,6 +106,10 @@ def _dispatch_office(content_type: str, data: bytes) -> ParsedDocument:
         from ragstream.parsing.rtf import parse_rtf
 
         return parse_rtf(data)
+    if content_type == DOC:
+        from ragstream.parsing.doc import parse_doc
+
+        return parse_doc(data)
     if content_type == XLS:
         from ragstream.parsing.xls import parse_xls
 

@@ -32,6 +32,7 @@ EPUB = "application/epub+zip"
 RTF = "application/rtf"
 EML = "message/rfc822"
 XLS = "application/vnd.ms-excel"
+DOC = "application/msword"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _EML_HEADER = re.compile(
     rb"(?:from|to|subject|date|message-id|received|return-path|mime-version|reply-to"
@@ -76,8 +77,8 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x00asm", "a WebAssembly module"),
     (
         b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
-        "a legacy binary Word, PowerPoint or Outlook file (.doc/.ppt/.msg); "
-        "save it as .docx or .pptx",
+        "a legacy binary PowerPoint or Outlook file (.ppt/.msg); "
+        "save it as .pptx, or the message as .eml",
     ),
     (b"%!PS", "a PostScript file"),
     (b"SQLite format 3\x00", "an SQLite database"),
@@ -137,8 +138,13 @@ def sniff(data: bytes, filename: str | None = None) -> Sniffed:
         return Sniffed(RTF)
     if _is_email(data):
         return Sniffed(EML)
-    if data.startswith(_OLE_MAGIC) and _is_xls(data):
-        return Sniffed(XLS)
+    if data.startswith(_OLE_MAGIC) and "__substg1.0_".encode("utf-16-le") not in data:
+        # An Outlook .msg names its streams __substg1.0_*; an attached .doc inside
+        # one must not make the message look like Word.
+        if _is_xls(data):
+            return Sniffed(XLS)
+        if "WordDocument".encode("utf-16-le") in data:
+            return Sniffed(DOC)
     image = next((kind for magic, kind in _IMAGES if data.startswith(magic)), None)
     if image is not None:
         return Sniffed(image)

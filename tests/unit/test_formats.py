@@ -239,8 +239,14 @@ def test_eml_nesting_is_capped() -> None:
 
 
 def test_legacy_office_refused_with_the_fix() -> None:
-    with pytest.raises(UnsupportedDocument, match=r"save it as \.docx"):
-        parse_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512))
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512)
+    with pytest.raises(UnsupportedDocument, match=r"save it as \.pptx"):
+        parse_bytes(ole)
+    # A Word stream name makes it a .doc for antiword, which refuses this garbage.
+    word = ole + "WordDocument".encode("utf-16-le") + bytes(512)
+    assert sniff_content_type(word) == "application/msword"
+    with pytest.raises((CorruptDocument, UnsupportedDocument)):
+        parse_document(word, filename=None, timeout_s=30, memory_mb=512)
 
 
 # Hostile input
