@@ -134,6 +134,22 @@ class Page(BaseModel, Generic[T]):
     offset: int
 
 
+class ChunkVectorPublic(BaseModel):
+    """One model's vector of a chunk: the model's identity and the lineage of what it embedded."""
+
+    model: str
+    model_version: str
+    dimensions: int
+    served_model_id: str | None = Field(None, description="Remote models: the endpoint's id.")
+    parser: str
+    parser_version: str
+    chunker_version: str
+    chunker_config_hash: str
+    source_topic: str | None
+    source_partition: int | None
+    source_offset: int | None
+
+
 class ChunkPublic(BaseModel):
     chunk_id: uuid.UUID
     chunk_index: int
@@ -141,6 +157,7 @@ class ChunkPublic(BaseModel):
     token_count: int
     pages: list[int]
     heading_path: list[str]
+    vectors: list[ChunkVectorPublic] = []
 
 
 class SearchCreate(BaseModel):

@@ -108,8 +108,8 @@ def register(conn: Connection, embedder: Embedder, spec: str, *, state: str) -> 
     """Record ``embedder`` (refused when it disagrees with the record) and create its index.
 
     ``state`` is what a model never seen before gets; ``active`` is taken only
-    when no model is active (a fresh database), else the model is ``building``
-    if it was not registered yet. Returns the model's state afterwards.
+    when no model is active (a fresh database), else such a model is left
+    unregistered (``unserved``): nobody writes its vectors. Returns its state.
     """
     conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('ragstream-embedding-models'))"))
     row = conn.execute(
@@ -119,8 +119,8 @@ def register(conn: Connection, embedder: Embedder, spec: str, *, state: str) -> 
     ).one_or_none()
     if row is not None:
         check(embedder, row.version, row.dimensions)
-    if state == "active" and active(conn) is not None:
-        state = "building"
+    if row is None and state == "active" and active(conn) is not None:
+        return "unserved"  # a live worker's configured model: it follows the database instead
     identity = {
         "version": embedder.version,
         "dimensions": embedder.dimensions,

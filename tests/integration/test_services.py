@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, TopicPartition
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
-from ragstream.db import migrate
+from ragstream.db import migrate, vectors
 from ragstream.db.models import Blob
 from ragstream.kafka import consumer_config, create_topics
 from ragstream.producers.producer import EventProducer
@@ -68,6 +68,7 @@ def test_upsert_of_the_same_id_twice_leaves_one_row(settings: Settings) -> None:
 def test_migration_up_down_up(settings: Settings) -> None:
     engine = create_engine(settings.db_url)
     head = migrate.head_revision(settings.db_url)
+    assert head is not None and "," not in head, f"unmerged migration heads: {head}"
     assert migrate.current_revision(engine) == head
     migrate.downgrade(settings.db_url, "base")
     with engine.connect() as conn:
@@ -79,14 +80,13 @@ def test_migration_up_down_up(settings: Settings) -> None:
         migrate.require_head(engine)
     migrate.upgrade(settings.db_url)
     migrate.require_head(engine)
-    with engine.connect() as conn:
+    with engine.begin() as conn:
+        name = vectors.ensure_index(conn, "hash-768", 768)
         index = conn.execute(
-            text(
-                "SELECT indexdef FROM pg_indexes "
-                "WHERE indexname = 'ix_document_vector_buffer_embedding_hnsw'"
-            )
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"), {"n": name}
         ).scalar_one()
-    assert "hnsw" in index and "vector_cosine_ops" in index
+    assert "hnsw" in index and "vector_cosine_ops" in index, index
+    assert "vector(768)" in index and "'hash-768'" in index, index
     engine.dispose()
 
 

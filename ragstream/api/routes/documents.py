@@ -15,6 +15,7 @@ from ragstream.api import lifecycle, metrics
 from ragstream.api.deps import ServicesDep, TenantDep
 from ragstream.api.models import (
     ChunkPublic,
+    ChunkVectorPublic,
     DeletedPublic,
     DocumentAccepted,
     DocumentPublic,
@@ -28,7 +29,7 @@ from ragstream.api.models import (
 from ragstream.api.routes.jobs import error_of, wait_of
 from ragstream.api.services import Services
 from ragstream.api.upload import FilePart, UploadRejected, read_form
-from ragstream.db.models import ChunkBuffer, Document
+from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
 from ragstream.parsing import sniff_content_type
 from ragstream.producers.submit import Submitted
 from ragstream.schemas.events import PARSER_CHOICES
@@ -279,6 +280,9 @@ def get_document(
         return _public(document, conn)
 
 
+_VECTOR_FIELDS = tuple(ChunkVectorPublic.model_fields)
+
+
 @router.get("/{document_id}/chunks", responses=_ERRORS)
 def list_chunks(
     document_id: uuid.UUID,
@@ -287,7 +291,11 @@ def list_chunks(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Page[ChunkPublic]:
-    """The document's chunks in reading order, with page numbers and heading paths."""
+    """The document's chunks in reading order, with page numbers and heading paths.
+
+    Each chunk lists its vectors: every model's identity and the lineage of the
+    text it embedded (parser, chunker, source record).
+    """
     _owned(services, tenant, document_id)
     with services.engine.connect() as conn:
         total = conn.execute(
@@ -309,6 +317,15 @@ def list_chunks(
             .limit(limit)
             .offset(offset)
         ).all()
+        vectors: dict[uuid.UUID, list[ChunkVectorPublic]] = {r.id: [] for r in rows}
+        for v in conn.execute(
+            select(*(getattr(VectorBuffer, f) for f in _VECTOR_FIELDS), VectorBuffer.chunk_id)
+            .where(VectorBuffer.chunk_id.in_(list(vectors)))
+            .order_by(VectorBuffer.model)
+        ):
+            vectors[v.chunk_id].append(
+                ChunkVectorPublic(**{f: getattr(v, f) for f in _VECTOR_FIELDS})
+            )
     items = [
         ChunkPublic(
             chunk_id=r.id,
@@ -317,6 +334,7 @@ def list_chunks(
             token_count=r.token_count,
             pages=list(r.pages),
             heading_path=list(r.heading_path),
+            vectors=vectors[r.id],
         )
         for r in rows
     ]
