@@ -1,30 +1,51 @@
-"""Semantic search: the query's vector against the stored chunks, cosine top-k.
+"""Search: the query's vector, its words, or both fused, over the stored chunks.
 
-Only ``complete`` documents of the caller's tenant are searched, and only
-vectors of the embedding model that embeds the query: vectors of different
-models are never compared. The HTTP API and ``ragstream search`` both call
-:func:`search`, with the embedder :class:`QueryEmbedders` picks: the model a
-caller names, else the one ``ragstream reembed --swap`` made active, else the
-configured one. A swap is seen by the next query, without a restart.
+Three modes (:data:`ragstream.textsearch.MODES`): ``vector`` ranks by cosine
+over one model's vectors; ``keyword`` by PostgreSQL full-text search over the
+chunk text (:mod:`ragstream.textsearch`); ``hybrid`` (the default) fuses the two
+rankings by reciprocal rank fusion with per-query weights, and puts chunks that
+hold a query's ``"quoted phrase"`` first. Only ``complete`` documents of the
+caller's tenant that pass the filters are searched, inside the index walks, and
+only vectors of the model that embeds the query: vectors of different models are
+never compared. The HTTP API and ``ragstream search`` both call :func:`search`,
+with the embedder :class:`QueryEmbedders` picks: the model a caller names, else
+the one ``ragstream reembed --swap`` made active, else the configured one. A
+swap is seen by the next query, without a restart.
+
+Pages beyond the first are asked for with the opaque ``next_cursor`` of the
+previous one; a cursor is bound to its query, mode, weights, filters and model.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 from pgvector.sqlalchemy import Vector
-from sqlalchemy import Engine, cast, exists, select, text
+from sqlalchemy import Connection, Engine, cast, exists, select
 
+from ragstream import textsearch
 from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
 from ragstream.embedding import Embedder, make_embedder
 from ragstream.errors import NoVectors
 from ragstream.settings import Settings
-from ragstream.state import DocumentStatus
+from ragstream.textsearch import Filters, Mode
 
 MAX_K = 100
+MAX_DEPTH = 1000
+"""How far pages reach: a search is a ranking, not an export."""
+CANDIDATES = 100
+"""Each ranking's depth before fusion, at least: enough that a chunk near the top of one
+ranking but missing from the other's first page still meets it."""
+
+
+class BadCursor(ValueError):
+    """A cursor that is malformed or belongs to another search."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +59,16 @@ class Hit:
     heading_path: tuple[str, ...]
     filename: str | None
     external_id: str | None
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    hits: list[Hit]
+    mode: Mode
+    next_cursor: str | None = None
+    phrases: list[str] = field(default_factory=list)
 
 
 class QueryEmbedders:
@@ -79,66 +110,151 @@ class QueryEmbedders:
 
 def search(
     engine: Engine,
-    embedder: Embedder,
+    embedder: Embedder | None,
     query: str,
     *,
     tenant: str,
     k: int = 5,
-    document_ids: Sequence[uuid.UUID] | None = None,
-    metadata: Mapping[str, str] | None = None,
+    mode: Mode = "hybrid",
+    weights: tuple[float, float] = (1.0, 1.0),
+    filters: Filters | None = None,
+    cursor: str | None = None,
     named: bool = False,
-) -> list[Hit]:
-    """The ``k`` chunks closest to ``query`` (cosine), best first; score = cosine similarity.
+) -> SearchPage:
+    """One page of the ``k`` best chunks for ``query``, best first.
 
+    The score is the cosine similarity (``vector``), ``ts_rank_cd`` plus 1 for a
+    chunk holding every quoted phrase (``keyword``), or the fused reciprocal-rank
+    score (``hybrid``). ``weights`` are (vector, keyword) for the fusion.
     ``named``: the caller chose the model, so one without any vectors is an
     error (:class:`NoVectors`) rather than an empty answer.
     """
     if not 1 <= k <= MAX_K:
         raise ValueError(f"k must be between 1 and {MAX_K}, not {k}")
-    if named:
-        with engine.connect() as conn:
-            found = conn.execute(select(exists().where(VectorBuffer.model == embedder.name)))
-            if not found.scalar():
+    if mode not in textsearch.MODES:
+        raise ValueError(f"mode must be one of {', '.join(textsearch.MODES)}, not {mode!r}")
+    if any(w < 0 for w in weights) or not any(weights):
+        raise ValueError("weights must be >= 0 and not all 0")
+    if mode != "keyword" and embedder is None:
+        raise ValueError(f"a {mode} search needs an embedder")
+    filters = filters or Filters()
+    model = embedder.name if embedder is not None and mode != "keyword" else None
+    binding = _binding(query, mode, weights, filters, model)
+    offset = _offset(cursor, binding)
+    if offset + k > MAX_DEPTH:
+        raise BadCursor(f"pages reach {MAX_DEPTH} hits at most")
+    depth = min(MAX_DEPTH, max(CANDIDATES, 2 * (offset + k)))
+    with engine.begin() as conn:
+        textsearch.set_iterative_scan(conn)
+        by_vector: list[uuid.UUID] = []
+        by_keyword: list[tuple[uuid.UUID, float, bool]] = []
+        cosine: dict[uuid.UUID, float] = {}
+        if embedder is not None and mode != "keyword":
+            if (
+                named
+                and not conn.execute(
+                    select(exists().where(VectorBuffer.model == embedder.name))
+                ).scalar()
+            ):
                 raise NoVectors(f"model {embedder.name} has no vectors here: nothing to search")
+            for chunk_id, score in _vector_ranking(conn, embedder, query, tenant, filters, depth):
+                by_vector.append(chunk_id)
+                cosine[chunk_id] = score
+        if mode != "vector":
+            stmt = textsearch.keyword_query(
+                conn, query, tenant=tenant, filters=filters, limit=depth
+            )
+            by_keyword = [(r.id, float(r.score), bool(r.phrase)) for r in conn.execute(stmt)]
+            quoted = textsearch.phrases(query)
+            if quoted:
+                # A chunk holding the phrases but not every other word still counts: after
+                # the full matches, ranked among themselves.
+                only = " ".join(f'"{p}"' for p in quoted)
+                stmt = textsearch.keyword_query(
+                    conn, only, tenant=tenant, filters=filters, limit=depth
+                )
+                seen = {c for c, _, _ in by_keyword}
+                by_keyword += [
+                    (r.id, float(r.score) - 1.0, bool(r.phrase))
+                    for r in conn.execute(stmt)
+                    if r.id not in seen
+                ]
+        ranked = _rank(mode, weights, by_vector, cosine, by_keyword)
+        page = ranked[offset : offset + k]
+        hits = _hits(conn, page, by_vector, [c for c, _, _ in by_keyword])
+    more = len(ranked) > offset + k and offset + 2 * k <= MAX_DEPTH
+    return SearchPage(
+        hits=hits,
+        mode=mode,
+        next_cursor=_cursor(offset + k, binding) if more else None,
+        phrases=textsearch.phrases(query),
+    )
+
+
+def _vector_ranking(
+    conn: Connection, embedder: Embedder, query: str, tenant: str, filters: Filters, depth: int
+) -> list[tuple[uuid.UUID, float]]:
     (vector,) = embedder.embed([query])
     # The same cast and ``model =`` filter as the model's partial HNSW index (db/vectors.py).
     embedding = cast(VectorBuffer.embedding, Vector(embedder.dimensions))
     distance = embedding.cosine_distance(list(vector))
     stmt = (
-        select(
-            (1 - distance).label("score"),
-            ChunkBuffer.id,
-            ChunkBuffer.document_id,
-            ChunkBuffer.chunk_index,
-            ChunkBuffer.text,
-            ChunkBuffer.pages,
-            ChunkBuffer.heading_path,
-            Document.filename,
-            Document.external_id,
-        )
-        .select_from(VectorBuffer)
-        .join(ChunkBuffer, ChunkBuffer.id == VectorBuffer.chunk_id)
+        select(VectorBuffer.chunk_id, (1 - distance).label("score"))
         .join(Document, Document.id == VectorBuffer.document_id)
-        .where(
-            Document.tenant == tenant,
-            Document.status == DocumentStatus.COMPLETE.value,
-            VectorBuffer.model == embedder.name,
-        )
+        .where(VectorBuffer.model == embedder.name, *textsearch.searchable(tenant, filters))
         .order_by(distance)
-        .limit(k)
+        .limit(depth)
     )
-    if document_ids is not None:
-        stmt = stmt.where(Document.id.in_(list(document_ids)))
-    if metadata:
-        stmt = stmt.where(Document.metadata_.contains(dict(metadata)))
-    with engine.begin() as conn:
-        # Filters are applied while the HNSW index is walked, not after it, so a
-        # selective filter still returns k hits (pgvector >= 0.8).
-        conn.execute(text("SET LOCAL hnsw.iterative_scan = strict_order"))
-        rows = conn.execute(stmt).all()
+    return [(r.chunk_id, float(r.score)) for r in conn.execute(stmt)]
+
+
+def _rank(
+    mode: Mode,
+    weights: tuple[float, float],
+    by_vector: list[uuid.UUID],
+    cosine: dict[uuid.UUID, float],
+    by_keyword: list[tuple[uuid.UUID, float, bool]],
+) -> list[tuple[uuid.UUID, float]]:
+    if mode == "vector":
+        return [(c, cosine[c]) for c in by_vector]
+    if mode == "keyword":
+        return [(c, score) for c, score, _ in by_keyword]
+    fused = textsearch.fuse([by_vector, [c for c, _, _ in by_keyword]], weights)
+    with_phrase = {c for c, _, phrase in by_keyword if phrase}
+    # A quoted phrase is the caller saying exactly what must be there: those chunks first.
+    return sorted(fused, key=lambda item: item[0] not in with_phrase)
+
+
+def _hits(
+    conn: Connection,
+    page: list[tuple[uuid.UUID, float]],
+    by_vector: list[uuid.UUID],
+    by_keyword: list[uuid.UUID],
+) -> list[Hit]:
+    if not page:
+        return []
+    rows = {
+        r.id: r
+        for r in conn.execute(
+            select(
+                ChunkBuffer.id,
+                ChunkBuffer.document_id,
+                ChunkBuffer.chunk_index,
+                ChunkBuffer.text,
+                ChunkBuffer.pages,
+                ChunkBuffer.heading_path,
+                Document.filename,
+                Document.external_id,
+            )
+            .join(Document, Document.id == ChunkBuffer.document_id)
+            .where(ChunkBuffer.id.in_([c for c, _ in page]))
+        )
+    }
+    vector_rank = {c: i for i, c in enumerate(by_vector, 1)}
+    keyword_rank = {c: i for i, c in enumerate(by_keyword, 1)}
     return [
         Hit(
-            score=float(r.score),
+            score=score,
             chunk_id=r.id,
             document_id=r.document_id,
             chunk_index=r.chunk_index,
@@ -147,6 +263,38 @@ def search(
             heading_path=tuple(r.heading_path),
             filename=r.filename,
             external_id=r.external_id,
+            vector_rank=vector_rank.get(r.id),
+            keyword_rank=keyword_rank.get(r.id),
         )
-        for r in rows
+        for chunk_id, score in page
+        if (r := rows.get(chunk_id)) is not None
     ]
+
+
+def _binding(
+    query: str, mode: Mode, weights: tuple[float, float], filters: Filters, model: str | None
+) -> str:
+    """What a cursor is valid for: the same search, asked again for a later page."""
+    what = {"q": query, "m": mode, "w": list(weights), "f": asdict(filters), "model": model}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _cursor(offset: int, binding: str) -> str:
+    raw = json.dumps({"o": offset, "b": binding}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _offset(cursor: str | None, binding: str) -> int:
+    if not cursor:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        offset, bound = int(data["o"]), str(data["b"])
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise BadCursor("cursor is not one this API gave out") from None
+    if bound != binding:
+        raise BadCursor("cursor belongs to another search (query, mode, weights, filters, model)")
+    if not 0 <= offset < MAX_DEPTH:
+        raise BadCursor("cursor is out of range")
+    return offset

@@ -23,10 +23,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection
 
-from ragstream.db.models import ChunkBuffer, Document, Regconfig
+from ragstream.db.models import ChunkBuffer, Document, Regconfig, SyncObject
 from ragstream.documents import ParsedDocument
 from ragstream.state import DocumentStatus
 
@@ -111,7 +122,7 @@ class Filters:
 
     document_ids: Sequence[uuid.UUID] | None = None
     external_ids: Sequence[str] | None = None
-    sources: Sequence[str] | None = None  # prefixes of the document's source URI
+    sources: Sequence[str] | None = None  # prefixes of the synced source (``ragstream sync``)
     content_types: Sequence[str] | None = None
     uploaded_after: datetime | None = None
     uploaded_before: datetime | None = None
@@ -125,10 +136,13 @@ class Filters:
         if self.external_ids is not None:
             found.append(Document.external_id.in_(list(self.external_ids)))
         if self.sources is not None:
-            source = getattr(Document, "source_uri", None)
-            if source is None:
-                raise ValueError("this database records no document sources")
-            found.append(or_(*(source.startswith(s, autoescape=True) for s in self.sources)))
+            # The synced source (a directory or s3:// prefix) the document came from.
+            found.append(
+                exists().where(
+                    SyncObject.document_id == Document.id,
+                    or_(*(SyncObject.source.startswith(s, autoescape=True) for s in self.sources)),
+                )
+            )
         if self.content_types is not None:
             found.append(Document.content_type.in_(list(self.content_types)))
         if self.uploaded_after is not None:
@@ -168,7 +182,10 @@ def tenant_configs(conn: Connection, tenant: str) -> list[str]:
 def keyword_query(
     conn: Connection, query: str, *, tenant: str, filters: Filters, limit: int
 ) -> Select[Any]:
-    """Chunk ids and ``ts_rank_cd`` of the chunks that match ``query``, best first.
+    """Chunk ids, scores and whether they hold every quoted phrase, best first.
+
+    The score is ``ts_rank_cd`` (normalised below 1) plus 1 for a chunk that holds
+    every quoted phrase as written, so those rank first.
 
     One ``tsquery`` per configuration in use, each matched only against the
     chunks indexed with it, so every match is a GIN index lookup.
@@ -183,9 +200,10 @@ def keyword_query(
         ranks.append((same, func.ts_rank_cd(ChunkBuffer.text_search, tsquery, 32)))
     rank = case(*ranks, else_=0.0)
     exact = [ChunkBuffer.text.contains(p, autoescape=True) for p in phrases(query)]
-    boost = case((and_(*exact), 1.0), else_=0.0) if exact else literal(0.0)
+    phrase = and_(*exact) if exact else literal(False)
+    boost = case((phrase, 1.0), else_=0.0)
     return (
-        select(ChunkBuffer.id, (rank + boost).label("score"))
+        select(ChunkBuffer.id, (rank + boost).label("score"), phrase.label("phrase"))
         .join(Document, Document.id == ChunkBuffer.document_id)
         .where(or_(*matches), *searchable(tenant, filters))
         .order_by((rank + boost).desc(), ChunkBuffer.id)

@@ -132,36 +132,61 @@ def database_url(stack: Stack) -> str:
     return stack.database_url
 
 
+def _new_database(stack: Stack) -> tuple[str, str]:
+    """A new database copied from the migrated template: its name and URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_admin_dsn(stack.database_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+    url = make_url(stack.database_url).set(database=name)
+    return name, url.render_as_string(hide_password=False)
+
+
+def _drop_databases(stack: Stack, names: list[str]) -> None:
+    with psycopg.connect(_admin_dsn(stack.database_url), autocommit=True) as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def fresh_database(stack: Stack) -> Iterator[Callable[[], str]]:
     """Factory of new databases copied from the migrated template; dropped after the test."""
     made: list[str] = []
 
     def make() -> str:
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(_admin_dsn(stack.database_url), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+        name, url = _new_database(stack)
         made.append(name)
-        return make_url(stack.database_url).set(database=name).render_as_string(hide_password=False)
+        return url
 
     yield make
-    with psycopg.connect(_admin_dsn(stack.database_url), autocommit=True) as conn:
-        for name in made:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _drop_databases(stack, made)
 
 
-@pytest.fixture
-def settings(stack: Stack, fresh_database: Callable[[], str], tmp_path: Path) -> Iterator[Settings]:
+def _world(stack: Stack, database_url: str, data_dir: Path) -> Settings:
     """Settings of an isolated world: own topics (prefix), groups (prefix) and database."""
-    prefix = f"t{uuid.uuid4().hex[:10]}."
-    yield Settings(
+    return Settings(
         kafka_bootstrap=stack.kafka_bootstrap,
-        database_url=fresh_database(),
-        topic_prefix=prefix,
+        database_url=database_url,
+        topic_prefix=f"t{uuid.uuid4().hex[:10]}.",
         partitions=3,
         embedder="hash",
-        data_dir=tmp_path / "data",
+        data_dir=data_dir,
         poll_timeout_s=0.2,
         retry_backoff_initial_s=0.2,
         retry_backoff_max_s=2.0,
     )
+
+
+@pytest.fixture
+def settings(stack: Stack, fresh_database: Callable[[], str], tmp_path: Path) -> Iterator[Settings]:
+    """An isolated world for one test."""
+    yield _world(stack, fresh_database(), tmp_path / "data")
+
+
+@pytest.fixture(scope="module")
+def settings_module(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """An isolated world shared by one module's tests, for those that only read what it built."""
+    name, url = _new_database(stack)
+    try:
+        yield _world(stack, url, tmp_path_factory.mktemp("world") / "data")
+    finally:
+        _drop_databases(stack, [name])

@@ -9,6 +9,7 @@ from typing import Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragstream.search import MAX_K
+from ragstream.textsearch import Mode
 
 T = TypeVar("T")
 ReprocessStage = Literal["parse", "chunk", "embed"]
@@ -160,14 +161,41 @@ class ChunkPublic(BaseModel):
     vectors: list[ChunkVectorPublic] = []
 
 
+class MetadataPrefix(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str = Field(min_length=1, max_length=1000)
+
+
 class SearchCreate(BaseModel):
+    """A search; every filter narrows it, inside the index walks (so ``k`` hits come back)."""
+
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=4000)
     k: int = Field(5, ge=1, le=MAX_K)
+    mode: Mode = Field(
+        "hybrid",
+        description="vector (cosine), keyword (full-text) or hybrid (both, fused by "
+        'reciprocal rank; chunks holding a "quoted phrase" first).',
+    )
+    vector_weight: float = Field(1.0, ge=0, le=100, description="Hybrid: the vector ranking's.")
+    keyword_weight: float = Field(1.0, ge=0, le=100, description="Hybrid: the keyword one's.")
+    cursor: str | None = Field(
+        None, max_length=500, description="The previous page's next_cursor, for the next page."
+    )
     document_ids: list[uuid.UUID] | None = Field(None, max_length=1000)
-    metadata: dict[str, str] | None = Field(
-        None, description="Only documents whose metadata has all these key/values."
+    external_ids: list[str] | None = Field(None, max_length=1000)
+    sources: list[str] | None = Field(
+        None, max_length=100, description="Prefixes of the synced source (`ragstream sync`)."
+    )
+    content_types: list[str] | None = Field(None, max_length=100)
+    uploaded_after: datetime | None = None
+    uploaded_before: datetime | None = None
+    metadata: dict[str, str | list[str] | MetadataPrefix] | None = Field(
+        None,
+        description='Per key: a value (equal), a list (any of) or {"prefix": "..."}; '
+        "all keys must match.",
     )
     model: str | None = Field(
         None,
@@ -179,7 +207,10 @@ class SearchCreate(BaseModel):
 
 
 class SearchHitPublic(BaseModel):
-    score: float = Field(description="Cosine similarity, 1 = same direction.")
+    score: float = Field(
+        description="vector: cosine similarity; keyword: ts_rank_cd, +1 when every quoted "
+        "phrase is in the chunk; hybrid: the fused reciprocal-rank score."
+    )
     chunk_id: uuid.UUID
     document_id: uuid.UUID
     chunk_index: int
@@ -188,11 +219,15 @@ class SearchHitPublic(BaseModel):
     heading_path: list[str]
     filename: str | None
     external_id: str | None
+    vector_rank: int | None = Field(None, description="Its rank by vector, if it had one.")
+    keyword_rank: int | None = Field(None, description="Its rank by keyword, if it had one.")
 
 
 class SearchPublic(BaseModel):
-    model: str
+    model: str | None = Field(description="The model of the query's vector (none: keyword).")
+    mode: Mode
     hits: list[SearchHitPublic]
+    next_cursor: str | None = Field(None, description="Pass it back for the next page.")
 
 
 class ReprocessPublic(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -203,8 +203,27 @@ def _document_status(document_id: str, as_json: bool) -> None:
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help="What to look for, in plain words.")],
+    query: Annotated[str, typer.Argument(help='What to look for; "quoted phrases" must appear.')],
     k: Annotated[int, typer.Option(help="How many chunks to show.")] = 5,
+    mode: Annotated[
+        str, typer.Option(help="vector, keyword or hybrid (both, fused by rank).")
+    ] = "hybrid",
+    vector_weight: Annotated[float, typer.Option(help="Hybrid: the vector ranking's.")] = 1.0,
+    keyword_weight: Annotated[float, typer.Option(help="Hybrid: the keyword ranking's.")] = 1.0,
+    external_id: Annotated[
+        list[str] | None, typer.Option(help="Only documents with this external id (repeatable).")
+    ] = None,
+    content_type: Annotated[
+        list[str] | None, typer.Option(help="Only documents of this type (repeatable).")
+    ] = None,
+    source: Annotated[
+        list[str] | None, typer.Option(help="Only documents synced from under this (repeatable).")
+    ] = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE, or KEY=PREFIX* for a prefix (repeatable; all must match)."),
+    ] = None,
+    cursor: Annotated[str | None, typer.Option(help="The next page of an earlier search.")] = None,
     tenant: Annotated[str | None, typer.Option(help="Tenant to search (default TENANT).")] = None,
     model: Annotated[
         str | None,
@@ -212,19 +231,48 @@ def search(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
 ) -> None:
-    """Search the complete documents: the chunks closest to QUERY, best first."""
+    """Search the complete documents: the chunks that best match QUERY, best first."""
     from ragstream.db.engine import make_engine
     from ragstream.search import QueryEmbedders
     from ragstream.search import search as find
+    from ragstream.textsearch import MODES, Filters
 
+    if mode not in MODES:
+        raise typer.BadParameter(f"one of {', '.join(MODES)}", param_hint="--mode")
+    metadata: dict[str, Any] = {}
+    for pair in meta or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--meta")
+        metadata[key] = {"prefix": value[:-1]} if value.endswith("*") else value
+    filters = Filters(
+        external_ids=external_id or None,
+        content_types=content_type or None,
+        sources=source or None,
+        metadata=metadata,
+    )
     current = resolved()
     engine = make_engine(current)
     embedders = QueryEmbedders(current, engine)
     try:
-        embedder = embedders.get(model)
-        hits = find(engine, embedder, query, tenant=tenant or current.tenant, k=k)
+        embedder = embedders.get(model) if mode != "keyword" else None
+        try:
+            page = find(
+                engine,
+                embedder,
+                query,
+                tenant=tenant or current.tenant,
+                k=k,
+                mode=mode,
+                weights=(vector_weight, keyword_weight),
+                filters=filters,
+                cursor=cursor,
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
     finally:
         embedders.close()
+    hits = page.hits
     if as_json:
         print(
             json.dumps(
@@ -247,4 +295,7 @@ def search(
         )
     Console().print(table)
     if not hits:
-        console.print(f"no complete documents match (model {embedder.name})")
+        where = f"model {embedder.name}" if embedder is not None else "keyword search"
+        console.print(f"no complete documents match ({mode}, {where})")
+    if page.next_cursor:
+        console.print(f"next page: --cursor {page.next_cursor}")

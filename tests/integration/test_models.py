@@ -24,6 +24,7 @@ from ragstream.errors import NoVectors
 from ragstream.ops import reembed
 from ragstream.search import QueryEmbedders, search
 from ragstream.settings import Settings
+from ragstream.textsearch import Filters
 from tests import corpus
 from tests.integration.test_api_server import serve
 from tests.pipeline import prepare, settings_env, submit_all
@@ -117,11 +118,21 @@ def test_three_dimensions_side_by_side_and_a_swap_followed_by_live_workers(
     missing = [
         d
         for d in documents
-        if not search(engine, embedders.get(), "the", tenant=settings.tenant, k=1, document_ids=[d])
+        if not search(
+            engine,
+            embedders.get(),
+            "the",
+            tenant=settings.tenant,
+            k=1,
+            mode="vector",
+            filters=Filters(document_ids=[d]),
+        ).hits
     ]
     assert missing == []
     with pytest.raises(NoVectors, match="hash-512 has no vectors"):
         search(engine, embedders.get("hash-512"), "the", tenant=settings.tenant, named=True)
+    # Keyword search needs no vectors: it is not refused for want of them.
+    assert search(engine, None, "the", tenant=settings.tenant, mode="keyword").mode == "keyword"
 
     # The chunks API shows each vector's model identity and lineage; jobs count the active model.
     with engine.connect() as conn:

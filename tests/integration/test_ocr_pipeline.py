@@ -53,7 +53,7 @@ def test_an_image_only_pdf_completes_and_is_found_by_search(settings: Settings) 
             parsers = set(conn.execute(select(ChunkBuffer.parser)).scalars())
         assert status == DocumentStatus.COMPLETE.value
         assert parsers == {"pypdfium2+tesseract"}
-        hits = search(engine, make_embedder(settings), SENTENCE, tenant=settings.tenant, k=3)
+        hits = search(engine, make_embedder(settings), SENTENCE, tenant=settings.tenant, k=3).hits
         assert hits and hits[0].document_id == document_id
         assert "lighthouse keeper paints" in hits[0].text.lower()
     finally:

@@ -127,8 +127,12 @@ def test_shadow_build_then_swap_only_when_coverage_is_complete(settings: Setting
         # The next query uses the new model, without a restart; the old one can still be named.
         assert embedders.get().name == MODEL
         assert embedders.get("hash").name == "hash-384"
-        new_hits = search(engine, embedders.get(), query, tenant=settings.tenant, k=10)
-        old_hits = search(engine, embedders.get("hash"), query, tenant=settings.tenant, k=10)
+        new_hits = search(
+            engine, embedders.get(), query, tenant=settings.tenant, k=10, mode="vector"
+        ).hits
+        old_hits = search(
+            engine, embedders.get("hash"), query, tenant=settings.tenant, k=10, mode="vector"
+        ).hits
         assert len(new_hits) == len(old_hits) == 10
         embedders.close()
         found = cli.invoke(app, ["search", query, "--json", "--k", "3"], env=env)

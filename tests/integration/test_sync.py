@@ -69,7 +69,7 @@ def _hits(settings: Settings, query: str) -> set[uuid.UUID]:
     engine = make_engine(settings)
     try:
         found = search(engine, make_embedder(settings), query, tenant=settings.tenant, k=10)
-        return {h.document_id for h in found}
+        return {h.document_id for h in found.hits}
     finally:
         engine.dispose()
 
