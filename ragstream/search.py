@@ -24,6 +24,7 @@ import hashlib
 import json
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from pgvector.sqlalchemy import Vector
@@ -123,9 +124,9 @@ def search(
 ) -> SearchPage:
     """One page of the ``k`` best chunks for ``query``, best first.
 
-    The score is the cosine similarity (``vector``), ``ts_rank_cd`` plus 1 for a
-    chunk holding every quoted phrase (``keyword``), or the fused reciprocal-rank
-    score (``hybrid``). ``weights`` are (vector, keyword) for the fusion.
+    The score is the cosine similarity (``vector``), ``ts_rank_cd`` (``keyword``),
+    or the fused score (``hybrid``); in the last two, chunks holding the query's
+    exact phrases come first. ``weights`` are (vector, keyword) for the fusion.
     ``named``: the caller chose the model, so one without any vectors is an
     error (:class:`NoVectors`) rather than an empty answer.
     """
@@ -144,11 +145,13 @@ def search(
     if offset + k > MAX_DEPTH:
         raise BadCursor(f"pages reach {MAX_DEPTH} hits at most")
     depth = min(MAX_DEPTH, max(CANDIDATES, 2 * (offset + k)))
+    must = textsearch.exact_phrases(query) if mode != "vector" else []
     with engine.begin() as conn:
         textsearch.set_iterative_scan(conn)
-        by_vector: list[uuid.UUID] = []
-        by_keyword: list[tuple[uuid.UUID, float, bool]] = []
-        cosine: dict[uuid.UUID, float] = {}
+        by_vector: list[tuple[uuid.UUID, float]] = []
+        by_keyword: list[tuple[uuid.UUID, float]] = []
+        if mode != "vector":
+            by_keyword = _keyword_ranking(conn, query, must, tenant, filters, depth)
         if embedder is not None and mode != "keyword":
             if (
                 named
@@ -157,31 +160,12 @@ def search(
                 ).scalar()
             ):
                 raise NoVectors(f"model {embedder.name} has no vectors here: nothing to search")
-            for chunk_id, score in _vector_ranking(conn, embedder, query, tenant, filters, depth):
-                by_vector.append(chunk_id)
-                cosine[chunk_id] = score
-        if mode != "vector":
-            stmt = textsearch.keyword_query(
-                conn, query, tenant=tenant, filters=filters, limit=depth
-            )
-            by_keyword = [(r.id, float(r.score), bool(r.phrase)) for r in conn.execute(stmt)]
-            quoted = textsearch.phrases(query)
-            if quoted:
-                # A chunk holding the phrases but not every other word still counts: after
-                # the full matches, ranked among themselves.
-                only = " ".join(f'"{p}"' for p in quoted)
-                stmt = textsearch.keyword_query(
-                    conn, only, tenant=tenant, filters=filters, limit=depth
-                )
-                seen = {c for c, _, _ in by_keyword}
-                by_keyword += [
-                    (r.id, float(r.score) - 1.0, bool(r.phrase))
-                    for r in conn.execute(stmt)
-                    if r.id not in seen
-                ]
-        ranked = _rank(mode, weights, by_vector, cosine, by_keyword)
+            also = [c for c, _ in by_keyword]
+            by_vector = _vector_ranking(conn, embedder, query, tenant, filters, depth, also)
+        first = textsearch.holding(conn, {c for c, _ in [*by_vector, *by_keyword]}, must)
+        ranked = _rank(mode, weights, by_vector, by_keyword, first)
         page = ranked[offset : offset + k]
-        hits = _hits(conn, page, by_vector, [c for c, _, _ in by_keyword])
+        hits = _hits(conn, page, [c for c, _ in by_vector], [c for c, _ in by_keyword])
     more = len(ranked) > offset + k and offset + 2 * k <= MAX_DEPTH
     return SearchPage(
         hits=hits,
@@ -192,8 +176,16 @@ def search(
 
 
 def _vector_ranking(
-    conn: Connection, embedder: Embedder, query: str, tenant: str, filters: Filters, depth: int
+    conn: Connection,
+    embedder: Embedder,
+    query: str,
+    tenant: str,
+    filters: Filters,
+    depth: int,
+    also: Sequence[uuid.UUID] = (),
 ) -> list[tuple[uuid.UUID, float]]:
+    """The ``depth`` nearest chunks; then ``also`` (the keyword matches beyond them), each
+    by its own cosine, so every candidate of the fusion is judged by both rankings."""
     (vector,) = embedder.embed([query])
     # The same cast and ``model =`` filter as the model's partial HNSW index (db/vectors.py).
     embedding = cast(VectorBuffer.embedding, Vector(embedder.dimensions))
@@ -202,27 +194,43 @@ def _vector_ranking(
         select(VectorBuffer.chunk_id, (1 - distance).label("score"))
         .join(Document, Document.id == VectorBuffer.document_id)
         .where(VectorBuffer.model == embedder.name, *textsearch.searchable(tenant, filters))
-        .order_by(distance)
-        .limit(depth)
     )
-    return [(r.chunk_id, float(r.score)) for r in conn.execute(stmt)]
+    nearest = conn.execute(stmt.order_by(distance).limit(depth))
+    ranking = [(r.chunk_id, float(r.score)) for r in nearest]
+    seen = {c for c, _ in ranking}
+    beyond = [c for c in also if c not in seen]
+    if beyond:
+        rows = conn.execute(stmt.where(VectorBuffer.chunk_id.in_(beyond)).order_by(distance))
+        ranking += [(r.chunk_id, float(r.score)) for r in rows]
+    return ranking
+
+
+def _keyword_ranking(
+    conn: Connection, query: str, must: list[str], tenant: str, filters: Filters, depth: int
+) -> list[tuple[uuid.UUID, float]]:
+    """The chunks holding every word, then those holding only the exact phrases."""
+    stmt = textsearch.keyword_query(conn, query, tenant=tenant, filters=filters, limit=depth)
+    ranking = [(r.id, float(r.score)) for r in conn.execute(stmt)]
+    if must:
+        only = " ".join(f'"{p}"' for p in must)
+        stmt = textsearch.keyword_query(conn, only, tenant=tenant, filters=filters, limit=depth)
+        seen = {c for c, _ in ranking}
+        ranking += [(r.id, float(r.score)) for r in conn.execute(stmt) if r.id not in seen]
+    return ranking
 
 
 def _rank(
     mode: Mode,
     weights: tuple[float, float],
-    by_vector: list[uuid.UUID],
-    cosine: dict[uuid.UUID, float],
-    by_keyword: list[tuple[uuid.UUID, float, bool]],
+    by_vector: list[tuple[uuid.UUID, float]],
+    by_keyword: list[tuple[uuid.UUID, float]],
+    first: set[uuid.UUID],
 ) -> list[tuple[uuid.UUID, float]]:
     if mode == "vector":
-        return [(c, cosine[c]) for c in by_vector]
-    if mode == "keyword":
-        return [(c, score) for c, score, _ in by_keyword]
-    fused = textsearch.fuse([by_vector, [c for c, _, _ in by_keyword]], weights)
-    with_phrase = {c for c, _, phrase in by_keyword if phrase}
-    # A quoted phrase is the caller saying exactly what must be there: those chunks first.
-    return sorted(fused, key=lambda item: item[0] not in with_phrase)
+        return by_vector
+    ranked = by_keyword if mode == "keyword" else textsearch.fuse([by_vector, by_keyword], weights)
+    # A chunk holding the exact phrase is what the caller asked for: those first (stable).
+    return sorted(ranked, key=lambda item: item[0] not in first)
 
 
 def _hits(

@@ -7,18 +7,21 @@ document's language (:func:`detect_config`, ``simple`` when unknown), with a
 GIN index. A keyword query is parsed with every configuration the tenant's
 documents use (``websearch_to_tsquery``: words, ``"quoted phrases"``, ``or``,
 ``-not``), so a German query meets German chunks stemmed the German way; a
-quoted phrase must appear in the chunk as written to rank first.
+quoted phrase must appear in the chunk to rank first.
 
-Hybrid search fuses the two rankings by reciprocal rank fusion: a chunk's
-score is ``sum(weight / (60 + rank))`` over the rankings it appears in, so
-neither ranking's raw scores (cosine, ``ts_rank_cd``) need to be comparable.
+Hybrid search fuses the two rankings by reciprocal rank fusion (:func:`fuse`),
+each term scaled by the hit's score relative to the best of its ranking, so
+the two kinds of score (cosine, ``ts_rank_cd``) never need to be comparable
+while a weak keyword match does not count as much as the whole query matched.
+Chunks that hold the query's quoted phrases (or, unquoted, a sentence-length
+query as written: :func:`exact_phrases`) rank first in keyword and hybrid search.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -116,6 +119,21 @@ def phrases(query: str) -> list[str]:
     return [p.strip() for p in _PHRASE.findall(query) if p.strip()]
 
 
+IMPLICIT_PHRASE_WORDS = 5
+"""An unquoted query of at least this many words is also looked for as written: a
+sentence pasted from a document finds that document first."""
+
+
+def exact_phrases(query: str) -> list[str]:
+    """What a chunk must hold, as written, to rank first: the quoted phrases, or else the
+    whole query when it is a sentence's length."""
+    quoted = phrases(query)
+    if quoted:
+        return quoted
+    whole = " ".join(query.replace('"', " ").split())
+    return [whole] if len(whole.split()) >= IMPLICIT_PHRASE_WORDS else []
+
+
 @dataclass(frozen=True)
 class Filters:
     """What a search may return, applied inside the index walk (not after it)."""
@@ -182,10 +200,7 @@ def tenant_configs(conn: Connection, tenant: str) -> list[str]:
 def keyword_query(
     conn: Connection, query: str, *, tenant: str, filters: Filters, limit: int
 ) -> Select[Any]:
-    """Chunk ids, scores and whether they hold every quoted phrase, best first.
-
-    The score is ``ts_rank_cd`` (normalised below 1) plus 1 for a chunk that holds
-    every quoted phrase as written, so those rank first.
+    """Chunk ids and ``ts_rank_cd`` (normalised below 1) of the matches, best first.
 
     One ``tsquery`` per configuration in use, each matched only against the
     chunks indexed with it, so every match is a GIN index lookup.
@@ -199,26 +214,50 @@ def keyword_query(
         matches.append(and_(same, ChunkBuffer.text_search.bool_op("@@")(tsquery)))
         ranks.append((same, func.ts_rank_cd(ChunkBuffer.text_search, tsquery, 32)))
     rank = case(*ranks, else_=0.0)
-    exact = [ChunkBuffer.text.contains(p, autoescape=True) for p in phrases(query)]
-    phrase = and_(*exact) if exact else literal(False)
-    boost = case((phrase, 1.0), else_=0.0)
     return (
-        select(ChunkBuffer.id, (rank + boost).label("score"), phrase.label("phrase"))
+        select(ChunkBuffer.id, rank.label("score"))
         .join(Document, Document.id == ChunkBuffer.document_id)
         .where(or_(*matches), *searchable(tenant, filters))
-        .order_by((rank + boost).desc(), ChunkBuffer.id)
+        .order_by(rank.desc(), ChunkBuffer.id)
         .limit(limit)
     )
 
 
+def holding(
+    conn: Connection, chunk_ids: Iterable[uuid.UUID], texts: Sequence[str]
+) -> set[uuid.UUID]:
+    """Which of ``chunk_ids`` hold every one of ``texts`` as written (case aside)."""
+    ids = list(chunk_ids)
+    if not ids or not texts:
+        return set()
+    found = conn.execute(
+        select(ChunkBuffer.id).where(
+            ChunkBuffer.id.in_(ids),
+            *(ChunkBuffer.text.icontains(t, autoescape=True) for t in texts),
+        )
+    )
+    return set(found.scalars())
+
+
 def fuse(
-    rankings: Sequence[Sequence[uuid.UUID]], weights: Sequence[float], *, k: int = RRF_K
+    rankings: Sequence[Sequence[tuple[uuid.UUID, float]]],
+    weights: Sequence[float],
+    *,
+    k: int = RRF_K,
 ) -> list[tuple[uuid.UUID, float]]:
-    """Reciprocal rank fusion: ``sum(weight / (k + rank))``, best first (ties by id)."""
+    """Reciprocal rank fusion, each term scaled by the hit's score relative to its ranking's best.
+
+    A chunk's score is ``sum(weight * score / best / (k + rank))``: plain RRF when a
+    ranking's scores are close (cosines usually are), while a keyword match far weaker
+    than the best one (a few scattered words against the whole sentence) adds little.
+    Best first, ties by id.
+    """
     scores: dict[uuid.UUID, float] = {}
     for ranking, weight in zip(rankings, weights, strict=True):
-        for rank, chunk_id in enumerate(ranking, 1):
-            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight / (k + rank)
+        best = max((score for _, score in ranking), default=0.0)
+        for rank, (chunk_id, score) in enumerate(ranking, 1):
+            relative = max(score, 0.0) / best if best > 0 else 1.0
+            scores[chunk_id] = scores.get(chunk_id, 0.0) + weight * relative / (k + rank)
     return sorted(scores.items(), key=lambda item: (-item[1], str(item[0])))
 
 

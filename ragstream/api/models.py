@@ -177,7 +177,8 @@ class SearchCreate(BaseModel):
     mode: Mode = Field(
         "hybrid",
         description="vector (cosine), keyword (full-text) or hybrid (both, fused by "
-        'reciprocal rank; chunks holding a "quoted phrase" first).',
+        'reciprocal rank). Chunks holding a "quoted phrase", or an unquoted query of 5 '
+        "words or more as written, come first in keyword and hybrid.",
     )
     vector_weight: float = Field(1.0, ge=0, le=100, description="Hybrid: the vector ranking's.")
     keyword_weight: float = Field(1.0, ge=0, le=100, description="Hybrid: the keyword one's.")
@@ -208,8 +209,8 @@ class SearchCreate(BaseModel):
 
 class SearchHitPublic(BaseModel):
     score: float = Field(
-        description="vector: cosine similarity; keyword: ts_rank_cd, +1 when every quoted "
-        "phrase is in the chunk; hybrid: the fused reciprocal-rank score."
+        description="vector: cosine similarity; keyword: ts_rank_cd; hybrid: the fused "
+        "reciprocal-rank score. Chunks holding the exact phrase come first in the last two."
     )
     chunk_id: uuid.UUID
     document_id: uuid.UUID

@@ -11,7 +11,14 @@ from sqlalchemy.dialects import postgresql
 
 from ragstream.db.models import Document
 from ragstream.documents import Block, ParsedDocument
-from ragstream.textsearch import Filters, detect_config, detect_config_of, fuse, phrases
+from ragstream.textsearch import (
+    Filters,
+    detect_config,
+    detect_config_of,
+    exact_phrases,
+    fuse,
+    phrases,
+)
 
 
 @pytest.mark.parametrize(
@@ -70,13 +77,29 @@ def test_quoted_phrases_are_kept_as_written() -> None:
     assert phrases("no quotes") == [] and phrases('""') == []
 
 
+def test_exact_phrases_are_the_quoted_ones_else_a_sentence_length_query() -> None:
+    assert exact_phrases('a "red button" b') == ["red button"]
+    assert exact_phrases("two words") == []
+    assert exact_phrases('the  ferry leaves\nthe "north pier') == [
+        "the ferry leaves the north pier"
+    ]
+
+
 def test_reciprocal_rank_fusion_rewards_agreement_and_honours_weights() -> None:
     a, b, c, d = (uuid.UUID(int=i) for i in range(1, 5))
-    fused = fuse([[a, b, c], [c, a, d]], [1.0, 1.0])
+
+    def same(*ids: uuid.UUID) -> list[tuple[uuid.UUID, float]]:
+        return [(i, 0.5) for i in ids]
+
+    fused = fuse([same(a, b, c), same(c, a, d)], [1.0, 1.0])
     assert [chunk for chunk, _ in fused] == [a, c, b, d]
     assert fused[0][1] == pytest.approx(1 / 61 + 1 / 62)
-    keyword_only = fuse([[a, b], [b, a]], [0.0, 1.0])
+    keyword_only = fuse([same(a, b), same(b, a)], [0.0, 1.0])
     assert keyword_only[0][0] == b
+    # A keyword match far weaker than the best adds little: b (vector 1st, a weak keyword
+    # 2nd) falls behind a (the strong keyword match, vector 3rd).
+    scored = fuse([same(b, c, a), [(a, 0.9), (b, 0.09)]], [1.0, 1.0])
+    assert [chunk for chunk, _ in scored][:2] == [a, b]
 
 
 def _sql(filters: Filters) -> tuple[str, list[object]]:
