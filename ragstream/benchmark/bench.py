@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from ragstream.benchmark import corpus, limits, peer, retrieval
+from ragstream.benchmark import corpus, limits, peer, retrieval, search_quality
 from ragstream.benchmark.report import build_report
 from ragstream.benchmark.runs import Ingest, Session, metrics_delta, percentiles, stage_figures
 from ragstream.benchmark.stack import (
@@ -60,6 +60,7 @@ class BenchOptions:
     max_doc_mb: float = 2.0
     reingest_share: float = 0.1
     latency_docs: int = 10
+    retrieval_scale: int = 100_000  # chunks the search latency is measured at (0: not)
     peer: bool = True
     memory_pdf_pages: int = 200
     memory_text_mb: float = 50.0
@@ -155,6 +156,7 @@ def run_bench(settings: Settings, options: BenchOptions, sink: Log = print) -> d
         if options.embedder == "minilm":
             _runtimes(base, prepared, phases, log)
         _retrieval(base, prepared, phases, log)
+        _search_quality(databases, base, prepared, options, phases, log)
         if options.peer:
             _peer(base, corpus_dir, phases, log)
         if _wants_memory(options) and not phases.memory:
@@ -326,6 +328,38 @@ def _retrieval(base: Settings, prepared: limits.Prepared, phases: Phases, log: L
         )
         log(f"  {name}: {summary}")
     phases.note_load("retrieval")
+
+
+def _search_quality(
+    databases: BenchDatabases,
+    base: Settings,
+    prepared: limits.Prepared,
+    options: BenchOptions,
+    phases: Phases,
+    log: Log,
+) -> None:
+    """The retrieval set through the real search, per mode and embedder, and its latency."""
+    names = ["hash", *(["minilm"] if base.embedder == "minilm" else [])]
+    variants = {
+        n: base.model_copy(update={"embedder": n, "embed_precision": "fp32"}) for n in names
+    }
+    log(f"retrieval: vector, keyword and hybrid search, {', '.join(names)}")
+    found = search_quality.measure(
+        databases.fresh("retrieval"), variants, prepared.texts, scale=options.retrieval_scale
+    )
+    for name, by_mode in found["by_embedder"].items():
+        for mode in ("vector", "keyword", "hybrid"):
+            summary = ", ".join(
+                f"{kind} r@1 {s['recall_at_1']:.2f} r@10 {s['recall_at_10']:.2f}"
+                for kind, s in by_mode[mode].items()
+                if kind != "latency_ms"
+            )
+            log(f"  {name} {mode}: {summary}")
+    scale = found["at_scale"]
+    if scale:
+        log(f"  at {scale['chunks']} chunks, ms: {scale['latency_ms']}")
+    phases.retrieval["search"] = found
+    phases.note_load("search")
 
 
 def _reingest(

@@ -319,4 +319,40 @@ def markdown(report: dict[str, Any]) -> str:
     for name, t in r["targets"].items():
         met = {True: "yes", False: "NO", None: "n/a"}[t["met"]]
         lines.append(f"| {name} | {_fmt(t['value'])} | {_fmt(t['bound'])} | {met} |")
+    searched = (r.get("retrieval") or {}).get("search")
+    if searched:
+        lines += _search_table(searched)
     return "\n".join(lines) + "\n"
+
+
+def _search_table(searched: dict[str, Any]) -> list[str]:
+    """recall@1 / recall@10 / MRR per embedder, mode and query kind; latency at scale."""
+    lines = [
+        "",
+        "| embedder | mode | known-item | reordered | question | p50 / p95 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, by_mode in searched["by_embedder"].items():
+        for mode in ("vector", "keyword", "hybrid"):
+            scores = by_mode[mode]
+            cells = [
+                "/".join(_fmt(scores[kind][m], 2) for m in ("recall_at_1", "recall_at_10", "mrr"))
+                if kind in scores
+                else "-"
+                for kind in ("known_item", "reordered", "question")
+            ]
+            latency = scores["latency_ms"]
+            lines.append(
+                f"| {name} | {mode} | {' | '.join(cells)} | "
+                f"{_fmt(latency['p50'], 1)} / {_fmt(latency['p95'], 1)} |"
+            )
+    scale = searched.get("at_scale")
+    if scale:
+        lines += [
+            "",
+            f"| at {scale['chunks']} chunks ({scale['embedder']}) | p50 ms | p95 ms |",
+            "|---|---|---|",
+        ]
+        for mode, figures in scale["latency_ms"].items():
+            lines.append(f"| {mode} | {_fmt(figures['p50'], 1)} | {_fmt(figures['p95'], 1)} |")
+    return lines

@@ -38,6 +38,9 @@ def bench(
     memory_pdf_pages: Annotated[int, typer.Option(help="Pages of the long PDF (0: none).")] = 200,
     memory_text_mb: Annotated[float, typer.Option(help="Size of the big text (0: none).")] = 50.0,
     latency_docs: Annotated[int, typer.Option(help="Single 10 KB documents timed.")] = 10,
+    retrieval_scale: Annotated[
+        int, typer.Option(help="Chunks the search latency is measured at (0: not measured).")
+    ] = 100_000,
     out: Annotated[
         Path | None, typer.Option(help="Also write bench.json and bench.md in this directory.")
     ] = None,
@@ -70,6 +73,7 @@ def bench(
         memory_pdf_pages=memory_pdf_pages,
         memory_text_mb=memory_text_mb,
         latency_docs=latency_docs,
+        retrieval_scale=retrieval_scale,
         keep=keep,
     )
     report = run_bench(resolve_addresses(base), options, lambda m: console.print(m, markup=False))

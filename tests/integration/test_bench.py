@@ -38,6 +38,7 @@ def _bench(settings: Settings, out: Path) -> tuple[dict[str, Any], float]:
     args = [
         *("--docs", "6", "--embedder", "hash", "--max-doc-mb", "0.05", "--scaling", "1"),
         *("--memory-pdf-pages", "12", "--memory-text-mb", "0.5", "--latency-docs", "3"),
+        *("--retrieval-scale", "2000"),
         *("--out", str(out), "--json"),
     ]
     started = time.monotonic()
@@ -147,6 +148,13 @@ def test_smoke_bench_report_is_complete_and_consistent(settings: Settings, tmp_p
     assert all(
         0 <= s["mrr"] <= s["recall_at_10"] <= 1 for k, s in scores.items() if k != "chunks_per_s"
     )
+    # ... and through the real search in each mode, with its latency at scale.
+    searched = retrieval["search"]
+    assert set(searched["by_embedder"]) == {"hash"}
+    assert set(searched["by_embedder"]["hash"]) >= {"vector", "keyword", "hybrid"}
+    assert searched["targets"]["known_item_target_met"], searched["targets"]
+    assert searched["at_scale"]["chunks"] >= 2000
+    assert _ordered(searched["at_scale"]["latency_ms"]["hybrid"])
 
     # The peer ran when LlamaIndex is installed, and said why not otherwise.
     if importlib.util.find_spec("llama_index") is not None:
