@@ -104,7 +104,7 @@ def test_the_monitor_runs_with_the_stack_and_is_checked(compose: dict[str, Any])
 # Settings the image fixes for every container (paths and ports inside it), or that only
 # the native devstack uses: the compose file does not pass them through.
 FIXED_BY_THE_IMAGE = {"data_dir", "cache_dir", "api_host", "api_port", "health_port",
-                      "monitor_metrics_port", "devstack_brokers"}  # fmt: skip
+                      "monitor_metrics_port", "devstack_brokers", "devstack_s3"}  # fmt: skip
 
 
 def test_every_setting_reaches_every_ragstream_service(compose: dict[str, Any]) -> None:

@@ -65,9 +65,7 @@ def _monitor_look(settings: Settings) -> None:
     now = datetime.now(UTC)
     rows = []
     for name, probe in look.groups.items():
-        health = stage_health(
-            StageTracker(name, now), probe, now, Limits.from_settings(settings), 60
-        )
+        health = stage_health(StageTracker(name, now), probe, now, Limits.from_settings(settings))
         rows.append(
             store.StageRow(health, 0.0, look.dlq_messages[name], dict(probe.committed), probe.end)
         )
