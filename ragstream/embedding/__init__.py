@@ -67,5 +67,6 @@ def make_embedder(settings: Settings) -> Embedder:
             max_input_tokens=settings.openai_max_input_tokens,
             timeout_s=settings.openai_timeout_s,
             batch_size=settings.embed_batch_size,
+            tokens_per_minute=settings.openai_tokens_per_minute,
         )
     raise ValueError(f"unknown embedder {settings.embedder!r}")

@@ -5,6 +5,15 @@ timeouts and network errors may pass, so they are retryable
 (:class:`EndpointUnavailable`, with the server's Retry-After when given);
 other 4xx mean the request itself is wrong (:class:`EndpointRejected`).
 
+Limits of the endpoint: texts go ``batch_size`` to a request; a multi-text request
+answered 400, 413 or 422 (how OpenAI, TEI and infinity refuse more inputs than they
+take in one request) is sent again in halves, and the halved size is kept (unless the
+refusal turns out to be one input's, which raises as before). With
+``tokens_per_minute``, requests are paced by a token bucket holding one minute's
+budget, so a TPM rate limit is not hit in the first place. A 400 that names the
+``dimensions`` parameter (vLLM refuses it for a model that cannot shorten its
+vectors) is asked again without it, for good; the vectors' size is still checked.
+
 Token counting: with ``tiktoken`` installed (and its encoding available
 offline or downloadable), tokens are counted with the model's encoding
 (``cl100k_base`` for unknown models). Otherwise the bundled MiniLM WordPiece
@@ -28,6 +37,9 @@ from ragstream.chunking.tokenizer import minilm_counter
 from ragstream.embedding.base import Embedder, EndpointRejected, EndpointUnavailable, l2_normalize
 
 _RETRYABLE_STATUS = frozenset({408, 429})
+# What a server answers a request with more inputs than it takes (OpenAI and Azure 400,
+# TEI 413, infinity 422); the same codes for a bad input cost a few halvings, then raise.
+_BATCH_TOO_LARGE_STATUS = frozenset({400, 413, 422})
 _BODY_EXCERPT_CHARS = 300
 
 
@@ -79,7 +91,10 @@ class OpenAIEmbedder(Embedder):
         max_input_tokens: int,
         timeout_s: float,
         batch_size: int = 16,
+        tokens_per_minute: int = 0,
         transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.name = f"openai:{model}"
         self.version = f"d{dimensions}"
@@ -87,6 +102,8 @@ class OpenAIEmbedder(Embedder):
         self.max_input_tokens = max_input_tokens
         self._model = model
         self._batch_size = max(1, batch_size)
+        self._send_dimensions = True
+        self._budget = _TokenBucket(tokens_per_minute, clock, sleep) if tokens_per_minute else None
         self._url = base_url.rstrip("/") + "/embeddings"
         headers = {"Accept": "application/json"}
         if api_key:
@@ -111,20 +128,35 @@ class OpenAIEmbedder(Embedder):
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         out: list[list[float]] = []
-        for i in range(0, len(texts), self._batch_size):
-            out.extend(self._embed_batch(list(texts[i : i + self._batch_size])))
+        configured = self._batch_size
+        start = 0
+        while start < len(texts):
+            batch = list(texts[start : start + self._batch_size])
+            if self._budget is not None:
+                self._budget.take(sum(self._count_batch(batch)))
+            try:
+                out.extend(self._embed_batch(batch))
+            except EndpointRejected as exc:
+                if self._send_dimensions and _refuses_dimensions(exc):
+                    self._send_dimensions = False
+                    continue
+                if len(batch) > 1 and exc.status_code in _BATCH_TOO_LARGE_STATUS:
+                    self._batch_size = len(batch) // 2  # perhaps over the server's limit
+                    continue
+                if self._batch_size < configured and len(batch) == 1:
+                    self._batch_size = configured  # it was this input, not the batch size
+                raise
+            start += len(batch)
         return out
 
     def close(self) -> None:
         self._client.close()
 
     def _embed_batch(self, texts: list[str]) -> list[list[float]]:
-        payload = {
-            "model": self._model,
-            "input": texts,
-            "dimensions": self.dimensions,
-            "encoding_format": "float",
-        }
+        payload: dict[str, Any] = {"model": self._model, "input": texts}
+        if self._send_dimensions:
+            payload["dimensions"] = self.dimensions
+        payload["encoding_format"] = "float"
         try:
             response = self._client.post(self._url, json=payload)
         except httpx.TimeoutException as exc:
@@ -182,6 +214,42 @@ class OpenAIEmbedder(Embedder):
             self.served_model_id = served
         result: list[list[float]] = l2_normalize(vectors).tolist()
         return result
+
+
+def _refuses_dimensions(exc: EndpointRejected) -> bool:
+    """A 400 about the ``dimensions`` parameter itself (vLLM: "does not support matryoshka
+    representation, changing output dimensions ...")."""
+    text = exc.message.lower()
+    return exc.status_code == 400 and ("dimensions" in text or "matryoshka" in text)
+
+
+class _TokenBucket:
+    """At most ``per_minute`` tokens a minute: a bucket of that size refilled continuously.
+
+    A request larger than the whole bucket waits for a full one and leaves a debt that
+    later requests wait off, so the average rate stays within the budget.
+    """
+
+    def __init__(
+        self, per_minute: int, clock: Callable[[], float], sleep: Callable[[float], None]
+    ) -> None:
+        self._capacity = float(per_minute)
+        self._per_s = per_minute / 60.0
+        self._clock = clock
+        self._sleep = sleep
+        self._available = self._capacity
+        self._at = clock()
+
+    def take(self, tokens: int) -> None:
+        need = min(float(tokens), self._capacity)
+        while True:
+            now = self._clock()
+            self._available = min(self._capacity, self._available + (now - self._at) * self._per_s)
+            self._at = now
+            if self._available >= need - 1e-9:  # (float error of the refill)
+                break
+            self._sleep((need - self._available) / self._per_s)
+        self._available -= tokens
 
 
 def _excerpt(response: httpx.Response) -> str:
