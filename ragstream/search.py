@@ -200,20 +200,28 @@ def _vector_ranking(
     seen = {c for c, _ in ranking}
     beyond = [c for c in also if c not in seen]
     if beyond:
-        rows = conn.execute(stmt.where(VectorBuffer.chunk_id.in_(beyond)).order_by(distance))
-        ranking += [(r.chunk_id, float(r.score)) for r in rows]
+        # Looked up by chunk id and sorted here: ordering by distance in SQL would walk
+        # the HNSW index in search of these few rows.
+        rows = conn.execute(stmt.where(VectorBuffer.chunk_id.in_(beyond)))
+        ranking += sorted(((r.chunk_id, float(r.score)) for r in rows), key=lambda h: -h[1])
     return ranking
 
 
 def _keyword_ranking(
     conn: Connection, query: str, must: list[str], tenant: str, filters: Filters, depth: int
 ) -> list[tuple[uuid.UUID, float]]:
-    """The chunks holding every word, then those holding only the exact phrases."""
-    stmt = textsearch.keyword_query(conn, query, tenant=tenant, filters=filters, limit=depth)
+    """The chunks holding every word; then, for quoted phrases among other words, those
+    holding only the phrases (a sentence-length query's chunks hold all its words)."""
+    configs = textsearch.tenant_configs(conn, tenant)
+    stmt = textsearch.keyword_query(
+        conn, query, tenant=tenant, filters=filters, limit=depth, configs=configs
+    )
     ranking = [(r.id, float(r.score)) for r in conn.execute(stmt)]
-    if must:
+    if textsearch.phrases(query) and textsearch.outside_phrases(query):
         only = " ".join(f'"{p}"' for p in must)
-        stmt = textsearch.keyword_query(conn, only, tenant=tenant, filters=filters, limit=depth)
+        stmt = textsearch.keyword_query(
+            conn, only, tenant=tenant, filters=filters, limit=depth, configs=configs
+        )
         seen = {c for c, _ in ranking}
         ranking += [(r.id, float(r.score)) for r in conn.execute(stmt) if r.id not in seen]
     return ranking

@@ -119,6 +119,11 @@ def phrases(query: str) -> list[str]:
     return [p.strip() for p in _PHRASE.findall(query) if p.strip()]
 
 
+def outside_phrases(query: str) -> str:
+    """The query's words outside its quoted phrases."""
+    return " ".join(_PHRASE.sub(" ", query).split())
+
+
 IMPLICIT_PHRASE_WORDS = 5
 """An unquoted query of at least this many words is also looked for as written: a
 sentence pasted from a document finds that document first."""
@@ -188,24 +193,45 @@ def searchable(tenant: str, filters: Filters) -> list[ColumnElement[bool]]:
 
 
 def tenant_configs(conn: Connection, tenant: str) -> list[str]:
-    """The text-search configurations the tenant's chunks were indexed with."""
+    """The text-search configurations the tenant's chunks were indexed with.
+
+    A skip scan of ``(tenant, text_search_config)``: one index probe per
+    configuration, however many documents the tenant has.
+    """
     rows = conn.execute(
-        select(Document.text_search_config)
-        .where(Document.tenant == tenant, Document.text_search_config.is_not(None))
-        .distinct()
+        text(
+            "WITH RECURSIVE found AS ("
+            " (SELECT text_search_config AS config FROM documents"
+            "  WHERE tenant = :tenant AND text_search_config IS NOT NULL"
+            "  ORDER BY text_search_config LIMIT 1)"
+            " UNION ALL"
+            " SELECT (SELECT d.text_search_config FROM documents d"
+            "  WHERE d.tenant = :tenant AND d.text_search_config > found.config"
+            "  ORDER BY d.text_search_config LIMIT 1)"
+            " FROM found WHERE found.config IS NOT NULL"
+            ") SELECT config::text FROM found WHERE config IS NOT NULL"
+        ),
+        {"tenant": tenant},
     ).scalars()
     return sorted({DEFAULT_CONFIG, *rows})
 
 
 def keyword_query(
-    conn: Connection, query: str, *, tenant: str, filters: Filters, limit: int
+    conn: Connection,
+    query: str,
+    *,
+    tenant: str,
+    filters: Filters,
+    limit: int,
+    configs: Sequence[str] | None = None,
 ) -> Select[Any]:
     """Chunk ids and ``ts_rank_cd`` (normalised below 1) of the matches, best first.
 
     One ``tsquery`` per configuration in use, each matched only against the
     chunks indexed with it, so every match is a GIN index lookup.
     """
-    configs = tenant_configs(conn, tenant)
+    if configs is None:
+        configs = tenant_configs(conn, tenant)
     matches = []
     ranks = []
     for config in configs:

@@ -109,6 +109,10 @@ def _load_vectors(conn: Connection, embedder: Embedder, haystack: Sequence[str])
     for start in range(0, len(rows), 500):
         conn.execute(insert(VectorBuffer), rows[start : start + 500])
     vectors.ensure_index(conn, embedder.name, embedder.dimensions)
+    # As autovacuum would soon: without statistics the planner may sort the whole table.
+    conn.execute(text("ANALYZE document_chunk_buffer"))
+    conn.execute(text("ANALYZE document_vector_buffer"))
+    conn.execute(text("ANALYZE documents"))
     return seconds
 
 

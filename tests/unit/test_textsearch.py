@@ -17,6 +17,7 @@ from ragstream.textsearch import (
     detect_config_of,
     exact_phrases,
     fuse,
+    outside_phrases,
     phrases,
 )
 
@@ -75,6 +76,8 @@ def test_quoted_phrases_are_kept_as_written() -> None:
         "port 5432",
     ]
     assert phrases("no quotes") == [] and phrases('""') == []
+    assert outside_phrases('error "connection refused" on "port 5432" now') == "error on now"
+    assert outside_phrases('"only this"') == ""
 
 
 def test_exact_phrases_are_the_quoted_ones_else_a_sentence_length_query() -> None:
