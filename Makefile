@@ -40,8 +40,10 @@ typecheck: dev
 	$(BIN)/mypy
 
 # Everything, the short chaos suite and the bench smoke run included (`make chaos` is the long form).
+# Two pytest workers, each with its own broker and database (the session's devstack), a test
+# file to a worker: the chaos tests stop and kill their own worker's services only.
 test: lint typecheck
-	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -m "not long and not compose and not torch"
+	$(BIN)/pytest -q -p no:cacheprovider --durations=15 -n 2 --dist loadfile -m "not long and not compose and not torch"
 
 # The torch runtime of minilm (sentence-transformers) in a virtualenv of its own, so the
 # default one stays torch-free: the tests marked `torch`, and the size check of .venv.

@@ -32,6 +32,7 @@ from sqlalchemy import (
     and_,
     case,
     exists,
+    false,
     func,
     literal,
     or_,
@@ -163,7 +164,10 @@ class Filters:
             found.append(
                 exists().where(
                     SyncObject.document_id == Document.id,
-                    or_(*(SyncObject.source.startswith(s, autoescape=True) for s in self.sources)),
+                    or_(
+                        false(),
+                        *(SyncObject.source.startswith(s, autoescape=True) for s in self.sources),
+                    ),
                 )
             )
         if self.content_types is not None:
