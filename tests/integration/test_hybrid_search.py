@@ -214,28 +214,18 @@ def test_the_api_searches_by_mode_with_filters_weights_and_cursor(
         found = other_tenant.post("/v1/search", json={"query": CODE, "mode": "hybrid"})
         assert found.status_code == 200 and found.json()["hits"] == []
     with api.client() as client:
-        hybrid = client.post(
-            "/v1/search",
-            json={
-                "query": "press the button",
-                "k": 1,
-                "vector_weight": 0.5,
-                "keyword_weight": 2,
-                "metadata": {"path": {"prefix": "docs/"}, "team": ["ops", "dev"]},
-            },
-        ).json()
+        asked = {
+            "query": "press the button",
+            "k": 1,
+            "vector_weight": 0.5,
+            "keyword_weight": 2,
+            "metadata": {"path": {"prefix": "docs/"}, "team": ["ops", "dev"]},
+        }
+        hybrid = client.post("/v1/search", json=asked).json()
         assert hybrid["mode"] == "hybrid" and hybrid["model"]
         assert hybrid["hits"][0]["document_id"] in {ids["handbook"], ids["swapped"]}
         following = client.post(
-            "/v1/search",
-            json={
-                "query": "press the button",
-                "k": 1,
-                "vector_weight": 0.5,
-                "keyword_weight": 2,
-                "metadata": {"path": {"prefix": "docs/"}, "team": ["ops", "dev"]},
-                "cursor": hybrid["next_cursor"],
-            },
+            "/v1/search", json={**asked, "cursor": hybrid["next_cursor"]}
         ).json()
         assert following["hits"][0]["chunk_id"] != hybrid["hits"][0]["chunk_id"]
 
