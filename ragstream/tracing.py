@@ -5,6 +5,14 @@ the batch's document ids, and one child span per document under the context
 its input event carried. The events a stage emits carry that child's
 ``traceparent``, so one trace shows upload -> parse -> chunk -> embed -> finalize.
 
+The trace starts at the edge: the API reads an incoming W3C ``traceparent``
+(:func:`instrument_app`, the OpenTelemetry ASGI middleware) or starts a trace, and
+the upload's events carry it on; its SQL statements (:func:`instrument_engine`)
+and HTTP client calls (:func:`instrument_http_client`) are child spans. Those
+library spans are recorded only under a span of ours: a statement or a call
+outside any request or batch (the poller's loop, a pool's checks) starts no
+trace of its own.
+
 The OpenTelemetry SDK is always set up (spans get ids and propagate); spans are
 exported over OTLP/HTTP only when ``settings.otlp_endpoint`` is set.
 """
@@ -15,33 +23,52 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import Link, Span, Status, StatusCode
 from opentelemetry.trace import SpanKind as SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from ragstream.settings import Settings
 
+if TYPE_CHECKING:
+    import httpx
+    from fastapi import FastAPI
+    from sqlalchemy import Engine
+
 TRACEPARENT = "traceparent"
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _propagator = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
+# The same processors, for libraries' spans: recorded under a span of ours, never as a root.
+_children: TracerProvider | None = None
+UNTRACED_PATHS = ("/healthz", "/readyz", "/metrics")
+"""API paths that start no span: probes and scrapes, many a minute, would drown the traces."""
 
 Headers = list[tuple[str, str | bytes | None]]
 
 
 def setup(settings: Settings, service: str) -> TracerProvider:
     """Install the SDK once per process; OTLP export only with ``otlp_endpoint``."""
-    global _provider
+    global _provider, _children
     if _provider is not None:
         return _provider
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    resource = Resource.create({"service.name": service})
+    processors = SynchronousMultiSpanProcessor()  # type: ignore[no-untyped-call]
+    provider = TracerProvider(resource=resource, active_span_processor=processors)
+    _children = TracerProvider(
+        resource=resource,
+        sampler=ParentBased(ALWAYS_OFF),
+        active_span_processor=processors,
+        shutdown_on_exit=False,  # the processors are the main provider's to shut down
+    )
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -63,6 +90,12 @@ def add_processor(processor: SpanProcessor) -> None:
 def shutdown() -> None:
     if _provider is not None:
         _provider.shutdown()
+
+
+def flush() -> None:
+    """Export what has ended so far (a server stopping; the process may go on, as in tests)."""
+    if _provider is not None:
+        _provider.force_flush(timeout_millis=5000)  # a collector that is down delays no more
 
 
 def tracer() -> trace.Tracer:
@@ -100,6 +133,64 @@ def header(ctx: Context | None = None) -> Headers:
     """Kafka headers carrying ``ctx`` (default: the current context); empty without a span."""
     value = traceparent_of(ctx)
     return [(TRACEPARENT, value.encode())] if value else []
+
+
+def current_trace_id() -> str | None:
+    """The current span's trace id (32 hex digits), None outside any span."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+# --- the edge and the libraries ------------------------------------------------------------
+
+
+def instrument_app(app: FastAPI) -> None:
+    """A server span per request, child of an incoming ``traceparent`` or a new trace's root.
+
+    Not for :data:`UNTRACED_PATHS`; the ASGI ``receive``/``send`` spans (one per body
+    chunk of an upload) are left out. Call :func:`setup` first. FastAPI's own telemetry
+    (in its newer releases, on once a tracer provider is set) finds this middleware in
+    the stack and stands back, so a request has one server span.
+    """
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app,
+        tracer_provider=_provider,
+        excluded_urls=",".join(f"{path}$" for path in UNTRACED_PATHS),
+        exclude_spans=["receive", "send"],
+    )
+
+
+def instrument_engine(engine: Engine) -> None:
+    """A child span per SQL statement run on ``engine`` under a span (none before
+    :func:`setup`).
+
+    The engine's own event listeners, not ``SQLAlchemyInstrumentor().instrument()``,
+    which patches ``create_engine`` for the whole process (and declares SQLAlchemy < 2.1).
+    """
+    if _children is None:
+        return
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.instrumentation.sqlalchemy.version import __version__
+    from opentelemetry.metrics import get_meter
+
+    name = "opentelemetry.instrumentation.sqlalchemy"
+    usage = get_meter(name, __version__).create_up_down_counter(
+        "db.client.connections.usage", unit="connections"
+    )
+    tracer_ = trace.get_tracer(name, __version__, _children)
+    EngineTracer(tracer_, engine, usage)  # type: ignore[no-untyped-call]
+
+
+def instrument_http_client(client: httpx.Client) -> None:
+    """A child span per request ``client`` sends under a span, with its ``traceparent``
+    sent along (none before :func:`setup`)."""
+    if _children is None:
+        return
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    HTTPXClientInstrumentor.instrument_client(client, tracer_provider=_children)
 
 
 # --- spans ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ragstream import tracing
 from ragstream.api import metrics
 from ragstream.api.routes import alerts, dashboard, documents, health, jobs, search, webhooks
 from ragstream.api.services import Services
@@ -22,8 +23,11 @@ from ragstream.settings import Settings
 def create_app(settings: Settings, *, poller: bool = True) -> FastAPI:
     """The API for ``settings``; start-up refuses a database not at the migration head.
 
-    ``poller`` runs the LlamaParse poller for overdue jobs in this process.
+    ``poller`` runs the LlamaParse poller for overdue jobs in this process. Every
+    request but the probes and ``/metrics`` is traced: an incoming ``traceparent``
+    is continued, else the request starts a trace (``ragstream/tracing.py``).
     """
+    tracing.setup(settings, "ragstream-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,6 +36,7 @@ def create_app(settings: Settings, *, poller: bool = True) -> FastAPI:
             yield
         finally:
             app.state.services.close()
+            tracing.flush()
 
     app = FastAPI(
         title="ragstream",
@@ -52,6 +57,7 @@ def create_app(settings: Settings, *, poller: bool = True) -> FastAPI:
     _add_error_handlers(app, settings)
     app.add_middleware(_BodyCap)
     app.add_middleware(_Metrics)
+    tracing.instrument_app(app)  # outermost: the error handlers and middlewares run in its span
     return app
 
 

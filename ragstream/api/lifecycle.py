@@ -14,7 +14,7 @@ import structlog
 from sqlalchemy import Connection, Row, delete, exists, func, select
 from sqlalchemy.orm import Session
 
-from ragstream import crypto, ids, state
+from ragstream import crypto, ids, state, tracing
 from ragstream.api.services import Services
 from ragstream.db import purge, repository
 from ragstream.db.models import ChunkBuffer, Document, DocumentPart, Job, ParseBuffer, VectorBuffer
@@ -64,8 +64,19 @@ def reprocess(services: Services, tenant: str, document_id: uuid.UUID, stage: St
 
     Asked again while that reprocess still waits for its stage, it re-emits the
     same event (same event id) instead of refusing, so a client whose first call
-    ended in a 503 can simply retry.
+    ended in a 503 can simply retry. Runs in a ``reprocess`` span (the request's
+    child); a new job records its trace id, and the events carry the trace on.
     """
+    with tracing.span(
+        "reprocess",
+        attributes={"ragstream.document_id": str(document_id), "ragstream.from_stage": stage},
+    ):
+        return _reprocess(services, tenant, document_id, stage)
+
+
+def _reprocess(
+    services: Services, tenant: str, document_id: uuid.UUID, stage: Stage
+) -> Reprocessed:
     target = state.REPROCESS_RESETS_TO[stage]
     with services.engine.begin() as conn:
         document = _locked_document(conn, tenant, document_id)
@@ -89,7 +100,9 @@ def reprocess(services: Services, tenant: str, document_id: uuid.UUID, stage: St
             conn.execute(delete(VectorBuffer).where(VectorBuffer.document_id == document_id))
             if stage != "embed":
                 conn.execute(delete(ChunkBuffer).where(ChunkBuffer.document_id == document_id))
-            repository.reset_for_reprocess(conn, document_id, job_id, stage)
+            repository.reset_for_reprocess(
+                conn, document_id, job_id, stage, trace_id=tracing.current_trace_id()
+            )
         assert job_id is not None
     _emit(services, document_id, job_id, stage)
     log.info("reprocess", document_id=str(document_id), job_id=str(job_id), stage=stage)
@@ -187,7 +200,11 @@ def _emit(services: Services, document_id: uuid.UUID, job_id: uuid.UUID, stage: 
     with services.publish_lock:
         for out in events:
             services.producer.send(
-                out.topic, out.key, services.codec.encode(out.event), spread=out.spread
+                out.topic,
+                out.key,
+                services.codec.encode(out.event),
+                tracing.header(),  # the stage continues this reprocess's trace
+                spread=out.spread,
             )
         services.producer.wait()
 

@@ -102,6 +102,12 @@ class JobPublic(BaseModel):
     versions: list[VersionPublic] = Field(
         description="With an external_id: every version of the document, current or in flight."
     )
+    trace_id: str | None = Field(
+        None,
+        description="W3C trace id (32 hex digits) of the trace the job's request started or "
+        "continued (its traceparent); the stages' spans join it. None for jobs made before "
+        "traces were recorded.",
+    )
 
 
 class DocumentPublic(BaseModel):

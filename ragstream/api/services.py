@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
+from ragstream import tracing
 from ragstream.api.keys import load_keys
 from ragstream.context import StageContext
 from ragstream.db.engine import make_engine
@@ -41,6 +42,7 @@ class Services:
     def start(cls, settings: Settings, *, poller: bool = True) -> Services:
         """Refuses a database that is not at the migration head, like the workers."""
         engine = make_engine(settings, pool_size=10)
+        tracing.instrument_engine(engine)  # its statements: child spans of the request's
         require_head(engine)
         codec = make_codec(settings)
         # An upload waits for the broker's ack this long, then answers 503 (not 2 minutes).

@@ -113,6 +113,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(TZ)
+    # W3C trace id of the request that made the job (its traceparent's, or a new trace)
+    trace_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class Blob(Base):

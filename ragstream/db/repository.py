@@ -136,9 +136,16 @@ def _retire_older_versions(conn: Connection, document_id: uuid.UUID) -> None:
 
 
 def reset_for_reprocess(
-    conn: Connection, document_id: uuid.UUID, job_id: uuid.UUID, stage: state.Stage
+    conn: Connection,
+    document_id: uuid.UUID,
+    job_id: uuid.UUID,
+    stage: state.Stage,
+    *,
+    trace_id: str | None = None,
 ) -> DocumentStatus:
     """Send a complete or failed document back to the status before ``stage``, as job ``job_id``.
+
+    A new job records ``trace_id``, the trace of the request that asked for it.
 
     The state machine decides (:func:`state.reprocess`): a document still in
     flight raises :class:`IllegalTransition`. Times and results of the stages
@@ -165,7 +172,12 @@ def reset_for_reprocess(
     conn.execute(
         insert(Job)
         .values(
-            id=job_id, document_id=document_id, kind="reprocess", from_stage=stage, status=target
+            id=job_id,
+            document_id=document_id,
+            kind="reprocess",
+            from_stage=stage,
+            status=target,
+            trace_id=trace_id,
         )
         .on_conflict_do_nothing(index_elements=[Job.id])
     )

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from ragstream import tracing
 from ragstream.chunking.tokenizer import minilm_counter
 from ragstream.embedding.base import Embedder, EndpointRejected, EndpointUnavailable, l2_normalize
 
@@ -109,6 +110,7 @@ class OpenAIEmbedder(Embedder):
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._client = httpx.Client(timeout=timeout_s, headers=headers, transport=transport)
+        tracing.instrument_http_client(self._client)
         tiktoken_counter = _tiktoken_counter(model)
         if tiktoken_counter is None:
             minilm = minilm_counter()

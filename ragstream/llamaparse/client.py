@@ -12,6 +12,7 @@ from typing import Any, Self
 
 import httpx
 
+from ragstream import tracing
 from ragstream.errors import PermanentError, RetryableError
 from ragstream.settings import Settings
 
@@ -63,6 +64,7 @@ class LlamaParseClient:
             headers=headers,
             timeout=settings.llamaparse_timeout_s,
         )
+        tracing.instrument_http_client(self._http)
 
     def upload(self, data: bytes, *, filename: str | None, webhook_url: str) -> str:
         """Start a parse job; LlamaParse calls ``webhook_url`` when it ends. Returns its id."""

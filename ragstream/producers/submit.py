@@ -59,7 +59,30 @@ class Submitter:
         With ``external_id``, new content under an id already known becomes the
         next version of that document; the current version stays searchable until
         the new one is complete.
+
+        Runs in a ``submit`` span: a child of the caller's (an HTTP request's), or a
+        new trace's root. A new job records that trace's id.
         """
+        with tracing.span("submit"):
+            return self._submit(
+                data,
+                filename=filename,
+                tenant=tenant,
+                metadata=metadata,
+                parser=parser,
+                external_id=external_id,
+            )
+
+    def _submit(
+        self,
+        data: bytes,
+        *,
+        filename: str | None,
+        tenant: str | None,
+        metadata: dict[str, str] | None,
+        parser: str | None,
+        external_id: str | None,
+    ) -> Submitted:
         tenant = tenant or self.settings.tenant
         parser = parser or self.settings.default_parser
         if parser not in PARSER_CHOICES:
@@ -100,6 +123,7 @@ class Submitter:
                         document_id=document_id,
                         kind="upload",
                         status=DocumentStatus.UPLOADED.value,
+                        trace_id=tracing.current_trace_id(),
                     )
                     .on_conflict_do_nothing(index_elements=[Job.id])
                 )

@@ -45,10 +45,13 @@ def _headers_by_topic(settings: Settings, topic: str, expect: int) -> list[dict[
     return found
 
 
-def test_one_trace_per_document_through_every_stage(settings: Settings) -> None:
+def test_one_trace_per_document_through_every_stage(
+    settings: Settings, request: pytest.FixtureRequest
+) -> None:
     tracing.setup(settings, "ragstream-test")
     exporter = InMemorySpanExporter()
     tracing.add_processor(SimpleSpanProcessor(exporter))
+    request.addfinalizer(exporter.shutdown)  # later tests' spans are not kept
 
     submitter = prepare(settings)
     name, data = corpus.mixed(1, seed=41)[0]

@@ -92,7 +92,7 @@ def document_status(engine: Engine, document_id: uuid.UUID) -> dict[str, Any] | 
 
 @router.get("/{job_id}", responses={401: {"model": ErrorPublic}, 404: {"model": ErrorPublic}})
 def get_job(job_id: uuid.UUID, services: ServicesDep, tenant: TenantDep) -> JobPublic:
-    """Status, stage, chunk counts, per-stage times and the error of one job."""
+    """Status, stage, chunk counts, per-stage times, the error and the trace id of one job."""
     with Session(services.engine) as conn:
         found = conn.execute(
             select(Job, Document)
@@ -164,4 +164,5 @@ def get_job(job_id: uuid.UUID, services: ServicesDep, tenant: TenantDep) -> JobP
             )
             for v in versions
         ],
+        trace_id=job.trace_id,
     )
