@@ -50,5 +50,10 @@ ALERTS = "pipeline.alerts"
 """The monitor's alerts (Avro ``PipelineAlert``), keyed by alert id."""
 
 
+REEMBED_DLQ = dlq(f"{CHUNKED}.reembed")
+"""Dead letters of ``ragstream reembed``'s shadow builds, apart from the live embed DLQ:
+a chunk the model being built refuses is no failure of the pipeline users run on."""
+
+
 def all_topics() -> list[str]:
-    return [*STAGE_TOPICS, *(dlq(t) for t in STAGE_TOPICS), ALERTS]
+    return [*STAGE_TOPICS, *(dlq(t) for t in STAGE_TOPICS), REEMBED_DLQ, ALERTS]

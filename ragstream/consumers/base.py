@@ -117,6 +117,8 @@ class Stage(ABC):
     # one at a time: its output is committed and published per document, so the next
     # stage starts on the first document instead of waiting for the whole batch.
     batch_limit: ClassVar[int | None] = None
+    # Where this stage's dead letters go (None: the DLQ of its input topic).
+    dlq_topic: ClassVar[str | None] = None
 
     def setup(self, ctx: StageContext) -> None:  # noqa: B027 - optional hook
         """Load what the stage needs once per process (models, tokenizers)."""

@@ -109,7 +109,7 @@ class StageRunner:
         self.ctx = ctx
         self.spec = topology.STAGES[stage.name]
         self.input_topic = settings.topic(self.spec.input_topic)
-        self.dlq_topic = settings.topic(topology.dlq(self.spec.input_topic))
+        self.dlq_topic = settings.topic(stage.dlq_topic or topology.dlq(self.spec.input_topic))
         self.group_id = group_id or settings.topic_prefix + self.spec.group_id
         self.batch_size = min(settings.max_batch_size, stage.batch_limit or settings.max_batch_size)
         self.heartbeat = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ragstream import topology
 from ragstream.consumers.base import Incoming, StageOutput
 from ragstream.consumers.embed import EmbedStage
 from ragstream.consumers.runner import StageRunner
@@ -21,12 +22,14 @@ class ShadowEmbedStage(EmbedStage):
 
     No status change and no ``ChunkEmbedded`` event: a document still in
     flight must be completed by the live model's vectors, not by these. A chunk
-    the new model refuses goes to the DLQ and leaves its document as it is: the
-    live model still serves it, and the coverage shows the gap.
+    the new model refuses goes to the reembed DLQ (``topology.REEMBED_DLQ``, not the
+    live embed DLQ) and leaves its document as it is: the live model still serves
+    it, and the coverage shows the gap.
     """
 
     started_status: ClassVar[DocumentStatus | None] = None  # type: ignore[assignment]
     fails_documents: ClassVar[bool] = False
+    dlq_topic: ClassVar[str | None] = topology.REEMBED_DLQ
     start_state = "building"  # registered before its first batch: live workers write it too
 
     def _targets(self, ctx: StageContext) -> list[tuple[Embedder, bool]]:

@@ -124,10 +124,16 @@ class DlqTopic:
     group: str  # the consumer group that remembers what replay handled
 
 
+REEMBED = "reembed"
+"""The DLQ of ``ragstream reembed``'s shadow builds, listed beside the stages' (its records
+replay to the embed stage's input)."""
+
+
 def dlq_topics(settings: Settings, stage: str | None = None) -> list[DlqTopic]:
-    if stage is not None and stage not in topology.STAGES:
-        raise BadDeadLetterId(f"unknown stage {stage!r}; one of {', '.join(topology.STAGE_NAMES)}")
-    return [
+    names = (*topology.STAGE_NAMES, REEMBED)
+    if stage is not None and stage not in names:
+        raise BadDeadLetterId(f"unknown stage {stage!r}; one of {', '.join(names)}")
+    found = [
         DlqTopic(
             stage=spec.name,
             topic=settings.topic(topology.dlq(spec.input_topic)),
@@ -135,8 +141,16 @@ def dlq_topics(settings: Settings, stage: str | None = None) -> list[DlqTopic]:
             group=f"{settings.topic_prefix}ragstream-dlq-replay-{spec.name}",
         )
         for spec in topology.STAGES.values()
-        if stage is None or spec.name == stage
     ]
+    found.append(
+        DlqTopic(
+            stage=REEMBED,
+            topic=settings.topic(topology.REEMBED_DLQ),
+            origin=settings.topic(topology.CHUNKED),
+            group=f"{settings.topic_prefix}ragstream-dlq-replay-{REEMBED}",
+        )
+    )
+    return [d for d in found if stage is None or d.stage == stage]
 
 
 # --- reading ------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ragstream.db.engine import make_engine
 from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
 from ragstream.errors import EmbedderRejected
 from ragstream.kafka import admin_client
+from ragstream.ops import dlq as dlqs
 from ragstream.ops import groups, reembed
 from ragstream.schemas.codec import make_codec
 from ragstream.search import QueryEmbedders, search
@@ -173,6 +174,9 @@ def test_a_chunk_the_new_model_refuses_leaves_its_document_complete(settings: Se
     with engine.connect() as conn:
         statuses = set(conn.execute(select(Document.status)).scalars())
     assert statuses == {"complete"}  # the live model still serves them
-    dlq = read_topic(settings, topology.dlq(topology.CHUNKED), expect=total, timeout_s=20)
+    # Its dead letters go to the reembed DLQ; the live embed DLQ stays empty.
+    dlq = read_topic(settings, topology.REEMBED_DLQ, expect=total, timeout_s=20)
     assert {dict(m.headers())["ragstream-dlq-error-class"] for m in dlq} == {b"EmbedderRejected"}
+    listed = {s.dlq.stage: s.total for s in dlqs.summarize(settings, None, 0)}
+    assert listed["reembed"] == total and listed["embed"] == 0
     engine.dispose()
