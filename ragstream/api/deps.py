@@ -80,3 +80,26 @@ def require_operator(
 
 
 OperatorDep = Depends(require_operator)
+
+DASHBOARD_CHALLENGE = 'Basic realm="ragstream dashboard", charset="UTF-8"'
+
+
+def get_viewer(
+    services: ServicesDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_basic)],
+) -> str:
+    """Who looks at the dashboard: a tenant's name, or ``*`` for an operator key; the key
+    as a bearer token or as the password of HTTP Basic (a browser's); 401 without one."""
+    presented = bearer.credentials if bearer else basic.password if basic else None
+    tenant = tenant_for(services.keys, presented) if presented else None
+    if tenant is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "missing or invalid API key; the dashboard needs a tenant's or an operator key",
+            headers={"WWW-Authenticate": DASHBOARD_CHALLENGE},
+        )
+    return tenant
+
+
+ViewerDep = Annotated[str, Depends(get_viewer)]

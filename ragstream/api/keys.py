@@ -6,9 +6,9 @@ pair a line), which ``ragstream up`` writes with a fresh key for tenant
 ``default`` and a fresh operator key when there is none.
 
 A key whose tenant is ``*`` is an operator key: it opens the operator views
-(``/dashboard``, ``/v1/dashboard``, ``/v1/alerts``), which show every tenant's
-documents, and nothing else; a tenant's key opens that tenant's documents and
-search, and not the operator views.
+(``/v1/alerts``, and on ``/dashboard`` every tenant and the stage view), and no
+tenant's documents; a tenant's key opens that tenant's documents, search and
+dashboard, and not the operator views.
 """
 
 from __future__ import annotations

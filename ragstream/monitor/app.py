@@ -328,6 +328,7 @@ class Monitor:
                 metrics.LAG.labels(name, str(partition)).set(lag)
         with self.engine.begin() as conn:
             store.save_stages(conn, rows)
+            store.record_history(conn, rows)  # the dashboard's charts
         return [r.health for r in rows]
 
     def _housekeeping(self, now: datetime) -> None:

@@ -1,4 +1,5 @@
-"""The monitor's tables (migration 0004): written by the monitor, read by the API and the CLI."""
+"""The monitor's tables (migrations 0004 and 0018): written by the monitor, read by the API
+and the CLI."""
 
 from __future__ import annotations
 
@@ -75,6 +76,17 @@ waiting = Table(
     Column("offset", BigInteger, nullable=False),
     Column("since", TZ, nullable=False),
     Column("updated_at", TZ, nullable=False, server_default=func.now()),
+)
+
+# One row per stage and watchdog look (migration 0018): the dashboard's charts of the last hour.
+history = Table(
+    "monitor_stage_history",
+    metadata,
+    Column("stage", Text, primary_key=True),
+    Column("at", TZ, primary_key=True),
+    Column("processed_per_min", Float, nullable=False),
+    Column("arrivals_per_min", Float, nullable=False),
+    Column("lag", BigInteger, nullable=False),
 )
 
 # The stage a document in each status waits for (status -> stage).
@@ -191,7 +203,8 @@ def expire_one_off_alerts(conn: Connection, open_for_s: float) -> list[dict[str,
 
 
 def prune(conn: Connection, older_than_s: float) -> dict[str, int]:
-    """Housekeeping: resolved alerts, and waiting rows nobody updated, older than the cutoff.
+    """Housekeeping: resolved alerts, waiting rows nobody updated, and stage history, older
+    than the cutoff; the counts of what went (``history`` only when some did).
 
     An open alert is kept however old it is: it is still true.
     """
@@ -200,7 +213,11 @@ def prune(conn: Connection, older_than_s: float) -> dict[str, int]:
         delete(alerts).where(alerts.c.resolved_at.is_not(None), alerts.c.resolved_at < cutoff)
     ).rowcount
     gone_waiting = conn.execute(delete(waiting).where(waiting.c.updated_at < cutoff)).rowcount
-    return {"alerts": int(gone_alerts or 0), "waiting": int(gone_waiting or 0)}
+    gone_history = conn.execute(delete(history).where(history.c.at < cutoff)).rowcount
+    gone = {"alerts": int(gone_alerts or 0), "waiting": int(gone_waiting or 0)}
+    if gone_history:
+        gone["history"] = int(gone_history)
+    return gone
 
 
 def list_alerts(
@@ -287,6 +304,62 @@ def save_stages(conn: Connection, rows: Sequence[StageRow]) -> None:
             set_={c.name: stmt.excluded[c.name] for c in stages.c if c.name != "stage"},
         )
     )
+
+
+def record_history(conn: Connection, rows: Sequence[StageRow], at: datetime | None = None) -> None:
+    """One history point per stage (throughput, arrivals, lag), all at one time: ``at``, else
+    the statement's; a second write at the same time replaces the first."""
+    if not rows:
+        return
+    when: Any = at if at is not None else func.statement_timestamp()
+    stmt = insert(history).values(
+        [
+            {
+                "stage": r.health.stage,
+                "at": when,
+                "processed_per_min": r.health.processed_per_min,
+                "arrivals_per_min": r.arrivals_per_min,
+                "lag": r.health.lag,
+            }
+            for r in rows
+        ]
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[history.c.stage, history.c.at],
+            set_={
+                c.name: stmt.excluded[c.name] for c in history.c if c.name not in ("stage", "at")
+            },
+        )
+    )
+
+
+def history_series(
+    conn: Connection, stage_names: Sequence[str], since_s: float = 3600.0
+) -> dict[str, Any]:
+    """The last ``since_s`` of history as aligned series, the shape a chart takes: ``at``
+    (epoch seconds, ascending) and, per stage, ``throughput`` (processed/min) and ``lag``
+    (None where a stage has no point at that time)."""
+    cutoff = func.statement_timestamp() - timedelta(seconds=since_s)
+    rows = conn.execute(
+        select(history.c.stage, history.c.at, history.c.processed_per_min, history.c.lag)
+        .where(history.c.at >= cutoff)
+        .order_by(history.c.at)
+    ).all()
+    times = sorted({r.at for r in rows})
+    index = {t: i for i, t in enumerate(times)}
+    names = list(stage_names) + sorted({r.stage for r in rows} - set(stage_names))
+    throughput: dict[str, list[float | None]] = {n: [None] * len(times) for n in names}
+    lag: dict[str, list[int | None]] = {n: [None] * len(times) for n in names}
+    for r in rows:
+        throughput[r.stage][index[r.at]] = round(float(r.processed_per_min), 2)
+        lag[r.stage][index[r.at]] = int(r.lag)
+    return {
+        "window_s": since_s,
+        "at": [round(t.timestamp(), 3) for t in times],
+        "throughput": throughput,
+        "lag": lag,
+    }
 
 
 def stage_rows(conn: Connection) -> list[dict[str, Any]]:

@@ -37,7 +37,9 @@ KEYS = {
 }
 API_KEYS = SecretStr(",".join(f"{key}:{tenant}" for tenant, key in KEYS.items()))
 WEBHOOK_LIMIT = 1024 * 1024
-OPERATOR_VIEWS = ("/dashboard", "/dashboard/dashboard.js", "/v1/dashboard", "/v1/alerts")
+OPERATOR_VIEWS = ("/v1/alerts",)
+# Open to a tenant's key (that tenant's documents only) and to an operator key (everything).
+DASHBOARD = ("/dashboard", "/dashboard/dashboard.js", "/v1/dashboard")
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def test_operator_views_answer_401_without_a_key_403_to_a_tenant_200_to_the_oper
     api: ApiServer,
 ) -> None:
     with _client(api, None) as anonymous:
-        for path in OPERATOR_VIEWS:
+        for path in (*OPERATOR_VIEWS, *DASHBOARD):
             answer = anonymous.get(path)
             assert answer.status_code == 401, (path, answer.status_code, answer.text[:200])
             assert answer.headers["www-authenticate"].startswith("Basic realm="), path
@@ -80,8 +82,12 @@ def test_operator_views_answer_401_without_a_key_403_to_a_tenant_200_to_the_oper
             answer = tenant.get(path)
             assert answer.status_code == 403, (path, answer.status_code)
             assert "operator key" in answer.json()["detail"]
+        for path in DASHBOARD:
+            assert tenant.get(path).status_code == 200, path
+        mine = tenant.get("/v1/dashboard").json()
+        assert mine["role"] == "tenant" and "stages" not in mine and "alerts" not in mine
     with _client(api, OPERATOR) as operator:
-        for path in OPERATOR_VIEWS:
+        for path in (*OPERATOR_VIEWS, *DASHBOARD):
             assert operator.get(path).status_code == 200, path
         assert "failures" in operator.get("/v1/dashboard").json()
         # An operator key is no tenant: it reads and writes no documents.
@@ -93,7 +99,7 @@ def test_operator_views_answer_401_without_a_key_403_to_a_tenant_200_to_the_oper
     # What a browser sends once it asked for the key: HTTP Basic, the key as the password.
     basic = base64.b64encode(f"operator:{KEYS[OPERATOR]}".encode()).decode()
     with _client(api, None) as browser:
-        for path in OPERATOR_VIEWS:
+        for path in (*OPERATOR_VIEWS, *DASHBOARD):
             answer = browser.get(path, headers={"Authorization": f"Basic {basic}"})
             assert answer.status_code == 200, path
         tenant_basic = base64.b64encode(f"x:{KEYS[ZEBRA]}".encode()).decode()
