@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
+from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
 from ragstream import topology
@@ -27,6 +28,7 @@ from ragstream.schemas.codec import make_codec
 from ragstream.schemas.events import DocumentUploaded, PipelineAlert, utc_now
 from ragstream.settings import Settings
 from tests import corpus
+from tests.integration.test_alert_delivery import Receiver
 from tests.pipeline import Workers, prepare, settings_env, submit_all, wait_terminal
 
 pytestmark = pytest.mark.integration
@@ -56,8 +58,24 @@ class MonitorProcess:
 
 
 @pytest.fixture
-def monitored(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Workers, Engine]]:
-    mine = settings.model_copy(update={"monitor_metrics_port": 0, "monitor_interval_s": 2.0})
+def hook() -> Iterator[Receiver]:
+    """A real HTTP receiver on the loopback: the monitor delivers its alerts to it."""
+    found = Receiver()
+    yield found
+    found.stop()
+
+
+@pytest.fixture
+def monitored(
+    settings: Settings, tmp_path: Path, hook: Receiver
+) -> Iterator[tuple[Settings, Workers, Engine]]:
+    mine = settings.model_copy(
+        update={
+            "monitor_metrics_port": 0,
+            "monitor_interval_s": 2.0,
+            "alert_webhook_url": SecretStr(hook.url),
+        }
+    )
     prepare(mine)
     workers = Workers(mine, tmp_path / "logs")
     monitor = MonitorProcess(mine, tmp_path / "monitor.log")
@@ -113,7 +131,7 @@ def _alert_events(settings: Settings, expect: set[str], timeout_s: float) -> lis
 
 @pytest.mark.parametrize("sig", [signal.SIGSTOP, signal.SIGKILL], ids=["sigstop", "sigkill"])
 def test_stopped_embed_workers_raise_stage_stalled_within_a_minute(
-    monitored: tuple[Settings, Workers, Engine], sig: signal.Signals
+    monitored: tuple[Settings, Workers, Engine], sig: signal.Signals, hook: Receiver
 ) -> None:
     settings, workers, engine = monitored
     workers.start_all()
@@ -134,6 +152,22 @@ def test_stopped_embed_workers_raise_stage_stalled_within_a_minute(
     latency = time.monotonic() - stopped
     print(f"monitor: embed {sig.name} -> stage_stalled alert in {latency:.1f}s")
     assert latency < 60
+    # ... and a person is told: the alert reaches the webhook (Alertmanager JSON).
+    delivered = _poll(
+        lambda: [
+            body
+            for body in hook.bodies
+            if body["commonLabels"].get("alertname") == "RagstreamStageStalled"
+            and body["commonLabels"].get("stage") == "embed"
+            and body["status"] == "firing"
+        ],
+        30,
+        "no stage_stalled alert delivered to the webhook",
+    )
+    print(
+        f"webhook: {delivered[0]['commonLabels']['alertname']} (stage embed) received "
+        f"{time.monotonic() - stopped:.1f}s after the {sig.name}"
+    )
     assert "waiting" in alerts[0]["message"]
     # The job status view tells the waiting documents are stalled, not just queued.
     with engine.connect() as conn:
