@@ -57,6 +57,16 @@ def get_tenant(
 TenantDep = Annotated[str, Depends(get_tenant)]
 
 
+def _presented_tenant(
+    services: ServicesDep,
+    bearer: HTTPAuthorizationCredentials | None,
+    basic: HTTPBasicCredentials | None,
+) -> str | None:
+    """The tenant of the key presented as a bearer token or as HTTP Basic's password."""
+    presented = bearer.credentials if bearer else basic.password if basic else None
+    return tenant_for(services.keys, presented) if presented else None
+
+
 def require_operator(
     services: ServicesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -64,8 +74,7 @@ def require_operator(
 ) -> None:
     """An operator key (tenant ``*``), as a bearer token or as the password of HTTP Basic
     (what a browser sends for ``/dashboard``); 401 without a valid key, 403 for a tenant's."""
-    presented = bearer.credentials if bearer else basic.password if basic else None
-    tenant = tenant_for(services.keys, presented) if presented else None
+    tenant = _presented_tenant(services, bearer, basic)
     if tenant is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -91,8 +100,7 @@ def get_viewer(
 ) -> str:
     """Who looks at the dashboard: a tenant's name, or ``*`` for an operator key; the key
     as a bearer token or as the password of HTTP Basic (a browser's); 401 without one."""
-    presented = bearer.credentials if bearer else basic.password if basic else None
-    tenant = tenant_for(services.keys, presented) if presented else None
+    tenant = _presented_tenant(services, bearer, basic)
     if tenant is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
