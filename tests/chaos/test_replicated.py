@@ -199,12 +199,16 @@ def check_topic_replication(s: Settings) -> None:
     """Every topic of the test: 3 replicas, min.insync.replicas=2."""
     admin = _admin(s)
     names = [*_topics(s), s.topic(PROBE)]
-    poll(
-        lambda: set(names) <= set(admin.list_topics(timeout=10).topics),
-        timeout_s=30,
-        what="the new topics in the metadata",
-    )
-    metadata = admin.list_topics(timeout=10)
+    # One snapshot that holds them all: each call may ask another broker, and a new topic
+    # reaches the brokers' metadata one after the other.
+    seen: list[Any] = []
+
+    def complete() -> bool:
+        seen[:] = [admin.list_topics(timeout=10)]
+        return set(names) <= set(seen[0].topics)
+
+    poll(complete, timeout_s=30, what="the new topics in the metadata")
+    metadata = seen[0]
     for name in names:
         replicas = {len(p.replicas) for p in metadata.topics[name].partitions.values()}
         assert replicas == {3}, f"{name}: {replicas} replicas"

@@ -43,8 +43,13 @@ class ApiServer:
         port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.settings = settings.model_copy(update={"api_port": port, "public_base_url": self.url})
+        # Tests hold one client across long stage runs: with uvicorn's 5 s idle timeout the
+        # server's close of a kept-alive connection can cross the next request (a reset).
         config = uvicorn.Config(
-            create_app(self.settings, poller=poller), log_level="warning", lifespan="on"
+            create_app(self.settings, poller=poller),
+            log_level="warning",
+            lifespan="on",
+            timeout_keep_alive=300,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
