@@ -19,8 +19,7 @@ import uuid
 from sqlalchemy import Update, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from ragstream import ids, topology
-from ragstream.consumers.base import Incoming, Outgoing, StageContext, StageOutput
+from ragstream.consumers.base import Incoming, StageContext, StageOutput
 from ragstream.db import blobs
 from ragstream.db.models import Document, DocumentPart
 from ragstream.documents import ParsedDocument, ParsedPayload
@@ -28,7 +27,7 @@ from ragstream.errors import CorruptDocument
 from ragstream.parsing.blocks import BlockBuilder
 from ragstream.parsing.core import NO_TEXT
 from ragstream.parsing.sandbox import parse_payload
-from ragstream.producers.producer import document_spread
+from ragstream.schemas import outgoing
 from ragstream.schemas.events import DocumentUploaded, utc_now
 from ragstream.state import DocumentStatus
 
@@ -69,24 +68,10 @@ def fan_out(message: Incoming, first: ParsedPayload, ctx: StageContext) -> Stage
         out.statements.append(insert(DocumentPart).values(piece).on_conflict_do_nothing())
     out.statements.append(_parsed(document_id, job_id, 0, blobs.sha256_of(payload), first))
     now = utc_now()
-    for index, (start, end) in enumerate(ranges[1:], start=1):
-        part = dataclasses.replace(
-            event,
-            event_id=str(ids.event_id("DocumentPart", document_id, job_id, index)),
-            part_index=index,
-            part_count=len(ranges),
-            page_start=start,
-            page_end=end,
-            emitted_at=now,
-        )
-        out.events.append(
-            Outgoing(
-                ctx.topic(topology.UPLOADED),
-                f"{document_id}:{index}",
-                part,
-                spread=document_spread(document_id, index),
-            )
-        )
+    out.events += [
+        outgoing.document_part(ctx, event, index, ranges, emitted_at=now)
+        for index in range(1, len(ranges))
+    ]
     return out
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
@@ -89,6 +89,36 @@ def document_uploaded(
         uploaded_at=uploaded_at,
     )
     return Outgoing(names.topic(topology.UPLOADED), str(document_id), event)
+
+
+def document_part(
+    names: TopicNames,
+    whole: DocumentUploaded,
+    index: int,
+    pages: Sequence[tuple[int, int]],
+    *,
+    emitted_at: datetime,
+) -> Outgoing:
+    """Part ``index`` of a long document's upload (pages ``pages[index]``, 1-based and
+    inclusive), keyed ``document:index`` and spread so the parts go to consecutive
+    partitions: each parse worker gets its share of one document."""
+    document_id, job_id = uuid.UUID(whole.document_id), uuid.UUID(whole.job_id)
+    start, end = pages[index]
+    part = replace(
+        whole,
+        event_id=str(ids.event_id("DocumentPart", document_id, job_id, index)),
+        part_index=index,
+        part_count=len(pages),
+        page_start=start,
+        page_end=end,
+        emitted_at=emitted_at,
+    )
+    return Outgoing(
+        names.topic(topology.UPLOADED),
+        f"{document_id}:{index}",
+        part,
+        spread=document_spread(document_id, index),
+    )
 
 
 def document_parsed(

@@ -145,3 +145,34 @@ def test_tombstones_cover_every_key_of_the_document() -> None:
         ("p.documents.chunked", str(chunks[0][0]), outgoing.document_spread(DOC, 0)),
         ("p.documents.chunked", str(chunks[1][0]), outgoing.document_spread(DOC, 1)),
     ]
+
+
+def test_document_part() -> None:
+    whole = outgoing.document_uploaded(
+        Names(),
+        DOC,
+        JOB,
+        tenant="t",
+        sha="ab" * 32,
+        size=12,
+        filename="long.pdf",
+        metadata=None,
+        parser="local",
+        uploaded_at=AT,
+    ).event
+    assert isinstance(whole, DocumentUploaded)
+    pages = [(1, 32), (33, 64), (65, 70)]
+    parts = [outgoing.document_part(Names(), whole, i, pages, emitted_at=AT) for i in (1, 2)]
+    assert [(p.topic, p.key) for p in parts] == [
+        ("p.documents.uploaded", f"{DOC}:1"),
+        ("p.documents.uploaded", f"{DOC}:2"),
+    ]
+    # Consecutive partitions for consecutive parts; the same part, the same spread and id.
+    assert parts[1].spread == parts[0].spread + 1 == outgoing.document_spread(DOC, 2)
+    first, second = (p.event for p in parts)
+    assert isinstance(first, DocumentUploaded) and isinstance(second, DocumentUploaded)
+    assert (first.part_index, first.part_count, first.page_start, first.page_end) == (1, 3, 33, 64)
+    assert (second.page_start, second.page_end) == (65, 70)
+    again = outgoing.document_part(Names(), whole, 1, pages, emitted_at=AT).event
+    assert again == first and first.event_id != second.event_id != whole.event_id
+    assert first.blob_sha256 == whole.blob_sha256 and first.filename == "long.pdf"
