@@ -23,6 +23,7 @@ from sqlalchemy import text
 from ragstream.api.app import create_app
 from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
+from ragstream.errors import DependencyUnavailable
 from ragstream.monitor import store
 from ragstream.monitor.logic import Alert, AlertKind, Limits, StageTracker, stage_health
 from ragstream.monitor.probe import GroupProber
@@ -67,7 +68,17 @@ def api(settings: Settings) -> Iterator[str]:
 def _monitor_look(settings: Settings) -> None:
     """What the monitor's watchdog writes: the real groups' state, and one alert."""
     engine = make_engine(settings)
-    look = GroupProber(settings).look()
+    # As the monitor does each interval: a look refused by a broker still electing leaders
+    # (NOT_LEADER_FOR_PARTITION just after the topics were made) is tried again.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            look = GroupProber(settings).look()
+            break
+        except DependencyUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     now = datetime.now(UTC)
     rows = []
     for name, probe in look.groups.items():
