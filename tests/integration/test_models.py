@@ -16,7 +16,6 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from ragstream.cli import app
-from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
 from ragstream.db.models import ChunkBuffer, Document, VectorBuffer
 from ragstream.embedding import HashEmbedder, registry
@@ -27,27 +26,10 @@ from ragstream.settings import Settings
 from ragstream.textsearch import Filters
 from tests import corpus
 from tests.integration.test_api_server import serve
-from tests.pipeline import prepare, settings_env, submit_all
+from tests.integration.test_replay_reembed import _through_pipeline
+from tests.pipeline import settings_env
 
 pytestmark = pytest.mark.integration
-
-
-def _through_pipeline(settings: Settings, files: list[tuple[str, bytes]]) -> None:
-    engine = make_engine(settings)
-    submit_all(prepare(settings), files)
-    n = len(files)
-    assert build_runner(settings, "parse").run(max_messages=n, idle_timeout_s=15).processed == n
-    assert build_runner(settings, "chunk").run(max_messages=n, idle_timeout_s=15).processed == n
-    with engine.connect() as conn:
-        added = conn.execute(
-            select(func.count())
-            .select_from(ChunkBuffer)
-            .join(Document)
-            .where(Document.status == "chunked")
-        ).scalar_one()
-    engine.dispose()
-    assert build_runner(settings, "embed").run(max_messages=added, idle_timeout_s=15).processed
-    assert build_runner(settings, "finalize").run(max_messages=added, idle_timeout_s=15).processed
 
 
 def test_three_dimensions_side_by_side_and_a_swap_followed_by_live_workers(

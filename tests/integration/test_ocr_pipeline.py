@@ -19,10 +19,15 @@ from ragstream.state import DocumentStatus
 from tests.integration.test_api_documents import run_stages
 from tests.pipeline import prepare
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(ocr._binary() is None, reason="tesseract-ocr is not installed"),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _tesseract() -> None:
+    """OCR is a service these tests need: its absence fails them, it never skips them."""
+    if ocr._binary() is None:
+        pytest.fail("tesseract-ocr is not installed (apt-get install tesseract-ocr)")
+
 
 SENTENCE = "The lighthouse keeper paints the iron railings every spring"
 

@@ -149,17 +149,9 @@ def test_tombstones_cover_every_key_of_the_document() -> None:
 
 def test_document_part() -> None:
     whole = outgoing.document_uploaded(
-        Names(),
-        DOC,
-        JOB,
-        tenant="t",
-        sha="ab" * 32,
-        size=12,
-        filename="long.pdf",
-        metadata=None,
-        parser="local",
-        uploaded_at=AT,
-    ).event
+        Names(), DOC, JOB, tenant="t", sha="ab" * 32, size=12, filename="long.pdf",
+        metadata=None, parser="local", uploaded_at=AT,
+    ).event  # fmt: skip
     assert isinstance(whole, DocumentUploaded)
     pages = [(1, 32), (33, 64), (65, 70)]
     parts = [outgoing.document_part(Names(), whole, i, pages, emitted_at=AT) for i in (1, 2)]
