@@ -70,6 +70,23 @@ class MissingBlob(PermanentError):
     """An event refers to a blob that the blob store does not have."""
 
 
+class UnreadableObject(PermanentError):
+    """An event names an object that cannot be read: an unknown scheme, a URL outside the
+    allow-list, an absent object or one the store refuses to give us."""
+
+
+class ObjectTooLarge(PermanentError):
+    """The object an event names is larger than ``max_upload_bytes``."""
+
+
+class ChecksumMismatch(PermanentError):
+    """The bytes read are not what the event says they are (another hash or size)."""
+
+
+class ObjectStoreUnavailable(RetryableError):
+    """An object store or web server did not answer, or answered 5xx/429: try again later."""
+
+
 class EmbedderUnavailable(RetryableError):
     """The embedding backend is down or rate-limiting (HTTP 429/5xx, timeouts)."""
 

@@ -21,6 +21,12 @@ def document_id(tenant: str, sha256: str) -> uuid.UUID:
     return _v5("document", tenant, sha256.lower())
 
 
+def unread_document_id(tenant: str, event_id: str) -> uuid.UUID:
+    """A document whose content was never read (an event from another service that
+    named an object ragstream could not read) is its tenant plus that event."""
+    return _v5("unread-document", tenant, event_id)
+
+
 def job_id(document_id: uuid.UUID, attempt_key: str) -> uuid.UUID:
     """One job per (document, submission key): "upload", or a reprocess request's id."""
     return _v5("job", document_id, attempt_key)

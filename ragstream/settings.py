@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         "S3-compatible servers want) or virtual (bucket.endpoint/key, AWS's default).",
     )
 
+    external_url_allowlist: str = Field(
+        "",
+        description="Comma-separated URL prefixes (e.g. https://docs.example.com/public/) "
+        "that upload events from other services may name as their object; empty: no http(s) "
+        "object is read. Redirects are not followed.",
+    )
+
     # --- identity ---------------------------------------------------------
     tenant: str = Field("default", description="Tenant used by the CLI when submitting documents.")
 

@@ -30,6 +30,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from ragstream.devstack import Devstack
+from ragstream.devstack.s3proxy import LocalS3Proxy, S3Endpoint
 from ragstream.settings import Settings
 
 TEMPLATE_DB = "ragstream_test_template"
@@ -190,3 +192,22 @@ def settings_module(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> I
         yield _world(stack, url, tmp_path_factory.mktemp("world") / "data")
     finally:
         _drop_databases(stack, [name])
+
+
+@pytest.fixture(scope="module")
+def s3proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """A real S3-compatible server (S3Proxy), its jar cached where the devstack keeps it."""
+    data_dir = tmp_path_factory.mktemp("s3")
+    server = LocalS3Proxy(data_dir, Settings().cache_dir)
+    endpoint = server.start()
+    try:
+        # What `ragstream devstack status --json` shows of it.
+        shown = Devstack(Settings(data_dir=data_dir, devstack_s3=True)).status()["s3"]
+        assert shown["healthy"] is True and shown["address"] == endpoint.url
+        assert shown["access_key_id"] == endpoint.access_key_id
+        assert shown["secret_access_key"] == endpoint.secret_access_key
+        assert "s3" not in Devstack(Settings(data_dir=data_dir / "none")).status()
+        yield endpoint
+    finally:
+        server.stop(timeout_s=1)  # its graceful stop waits for idle connections; nothing to keep
+    assert not server.status().running

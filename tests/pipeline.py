@@ -14,9 +14,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message
 from pydantic import SecretStr
+from sqlalchemy import func, select
 
 from ragstream.chunking import ChunkerConfig, chunk_document
+from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
+from ragstream.db.models import ChunkBuffer, Document
+from ragstream.devstack.s3proxy import S3Endpoint
 from ragstream.embedding.budget import token_budget
 from ragstream.kafka import consumer_config, create_topics
 from ragstream.parsing import parse_bytes
@@ -25,6 +29,7 @@ from ragstream.producers.submit import Submitter
 from ragstream.progress import DocumentProgress, documents_progress
 from ragstream.schemas.codec import make_codec
 from ragstream.settings import Settings
+from ragstream.state import DocumentStatus
 from ragstream.topology import STAGE_NAMES
 
 
@@ -170,3 +175,34 @@ def read_topic(settings: Settings, topic: str, expect: int, timeout_s: float = 3
             found.append(msg)
     consumer.close()
     return found
+
+
+def with_s3(settings: Settings, endpoint: S3Endpoint) -> Settings:
+    """``settings`` pointed at the test S3 server."""
+    return settings.model_copy(
+        update={
+            "s3_endpoint_url": endpoint.url,
+            "s3_access_key_id": endpoint.access_key_id,
+            "s3_secret_access_key": SecretStr(endpoint.secret_access_key),
+        }
+    )
+
+
+def run_stages(settings: Settings, documents: int, *, after_parse: bool = False) -> None:
+    """The four stages in this process (the last three with ``after_parse``), until the
+    documents not yet complete are."""
+    for stage in ("chunk",) if after_parse else ("parse", "chunk"):
+        stats = build_runner(settings, stage).run(max_messages=documents, idle_timeout_s=20)
+        assert stats.processed == documents, (stage, stats)
+    engine = make_engine(settings)
+    with engine.connect() as conn:
+        chunks = conn.execute(
+            select(func.count())
+            .select_from(ChunkBuffer)
+            .join(Document, Document.id == ChunkBuffer.document_id)
+            .where(Document.status != DocumentStatus.COMPLETE.value)
+        ).scalar_one()
+    engine.dispose()
+    for stage in ("embed", "finalize"):
+        stats = build_runner(settings, stage).run(max_messages=chunks, idle_timeout_s=20)
+        assert stats.processed == chunks, (stage, stats)

@@ -48,7 +48,7 @@ class Deleted:
 
 def _locked_document(
     conn: Connection, tenant: str, document_id: uuid.UUID
-) -> Row[str, uuid.UUID | None, str]:
+) -> Row[str, uuid.UUID | None, str | None]:
     row = conn.execute(
         select(Document.status, Document.current_job_id, Document.sha256)
         .where(Document.id == document_id, Document.tenant == tenant)
@@ -110,6 +110,12 @@ def _reprocess(
 
 
 def _require_input(conn: Connection, document_id: uuid.UUID, stage: Stage) -> None:
+    sha256 = conn.execute(select(Document.sha256).where(Document.id == document_id)).scalar_one()
+    if sha256 is None:
+        raise Conflict(
+            "the document's object was never read (see its error); publish its upload event "
+            "again once the object can be read"
+        )
     if stage == "chunk":
         parsed = conn.execute(
             select(exists().where(ParseBuffer.document_id == document_id))
@@ -130,6 +136,7 @@ def _emit(services: Services, document_id: uuid.UUID, job_id: uuid.UUID, stage: 
     with Session(services.engine) as session:
         document = session.get_one(Document, document_id)
         if stage == "parse":
+            assert document.sha256 is not None  # checked by _require_input
             with services.publish_lock:
                 services.submitter.publish(
                     document_id,

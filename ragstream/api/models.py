@@ -115,7 +115,10 @@ class DocumentPublic(BaseModel):
     filename: str | None
     content_type: str | None
     size_bytes: int
-    sha256: str
+    sha256: str | None = Field(
+        description="Hex SHA-256 of the content; null for a document whose object, named by "
+        "an upload event from another service, could not be read (see its error)."
+    )
     metadata: dict[str, str]
     parser: str
     status: str

@@ -137,8 +137,13 @@ class Stage(ABC):
             try:
                 out.extend(self.process_one(message, ctx))
             except PermanentError as exc:
-                out.failures.append(Failure(message, exc))
+                out.extend(self.failed(message, exc))
         return out
+
+    def failed(self, message: Incoming, error: PermanentError) -> StageOutput:
+        """What a message that failed for good leaves: by default its failure alone (the
+        runner marks its document failed and dead-letters it)."""
+        return StageOutput(failures=[Failure(message, error)])
 
     @abstractmethod
     def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:

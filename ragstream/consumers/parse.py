@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import uuid
 
-from ragstream.consumers import parts
-from ragstream.consumers.base import Incoming, Stage, StageContext, StageOutput
+from ragstream.consumers import admit, parts
+from ragstream.consumers.base import Failure, Incoming, Stage, StageContext, StageOutput
 from ragstream.db import blobs
 from ragstream.db.models import ParseBuffer
 from ragstream.db.repository import Transition
 from ragstream.documents import ParsedDocument, ParsedPayload, SpooledPayload
-from ragstream.errors import CorruptDocument, ParserLimitExceeded
+from ragstream.errors import CorruptDocument, ParserLimitExceeded, PermanentError
 from ragstream.parsing.core import NO_TEXT
 from ragstream.parsing.sandbox import parse_spooled
 from ragstream.schemas import outgoing
@@ -33,8 +33,18 @@ class ParseStage(Stage):
     started_status = DocumentStatus.PARSING
     batch_limit = 1
 
+    def failed(self, message: Incoming, error: PermanentError) -> StageOutput:
+        """An event from another service that fails before its object is stored still
+        leaves a failed document (see :mod:`ragstream.consumers.admit`)."""
+        if isinstance(message.event, DocumentUploaded) and message.event.external:
+            return admit.unreadable(message, error)
+        return StageOutput(failures=[Failure(message, error)])
+
     def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:
         event: DocumentUploaded = message.event
+        if event.external:
+            return admit.admit(message, ctx)
+        assert event.blob_sha256 is not None  # ragstream's own events carry it
         if event.parser == "llamaparse":
             from ragstream.llamaparse.stage import submit_to_llamaparse
 

@@ -378,7 +378,10 @@ class StageRunner:
 
     def _process_and_publish(self, batch: list[Incoming], dead: PermanentError | None) -> None:
         if dead is not None:  # one message that keeps failing: dead-letter it
-            out = StageOutput(failures=[Failure(m, dead) for m in batch if m.value is not None])
+            out = StageOutput()
+            for m in batch:
+                if m.value is not None:
+                    out.extend(self.stage.failed(m, dead) if m.event else _failure(m, dead))
             self._write(out)
         else:
             for m in batch:  # decoded once its codec's dependency answers again
@@ -475,7 +478,7 @@ class StageRunner:
             if error is None:
                 raise
             if len(batch) == 1:
-                out = StageOutput(failures=[Failure(batch[0], error)])
+                out = self.stage.failed(batch[0], error)
                 self._write(out)
                 return out
         out = StageOutput()
@@ -567,6 +570,10 @@ def _by_model(
     for model, row in rows:
         grouped.setdefault(model, []).append(row)
     return grouped
+
+
+def _failure(m: Incoming, error: PermanentError) -> StageOutput:
+    return StageOutput(failures=[Failure(m, error)])
 
 
 def _document(m: Incoming) -> str | None:

@@ -42,6 +42,7 @@ def submit_to_llamaparse(message: Incoming, ctx: StageContext) -> StageOutput:
         ).scalar_one()
         if open_jobs:
             return StageOutput()
+        assert event.blob_sha256 is not None  # an event from another service is admitted first
         data = blobs.get(conn, event.blob_sha256)
     with LlamaParseClient(ctx.settings) as client:
         row = submit(client, ctx.settings, data, event.filename, document_id, job_id, attempt=1)

@@ -89,61 +89,26 @@ class Submitter:
             raise ValueError(f"parser must be one of {sorted(PARSER_CHOICES)}, not {parser!r}")
         content_type = sniff_content_type(data, filename)  # unsupported or empty: refused here
         sha = blobs.sha256_of(data)
-        document_id = ids.document_id(tenant, sha)
-        job_id = ids.job_id(document_id, "upload")
         with self.engine.begin() as conn:
             conn.execute(blobs.put_statement(data))
-            version = 1 if external_id is None else _next_version(conn, tenant, external_id)
-            inserted = conn.execute(
-                insert(Document)
-                .values(
-                    id=document_id,
-                    tenant=tenant,
-                    sha256=sha,
-                    filename=filename,
-                    content_type=content_type,
-                    size_bytes=len(data),
-                    metadata_=metadata or {},
-                    parser=parser,
-                    status=DocumentStatus.UPLOADED.value,
-                    current_job_id=job_id,
-                    uploaded_at=func.statement_timestamp(),
-                    external_id=external_id,
-                    version=version,
-                )
-                .on_conflict_do_nothing(index_elements=[Document.id])
-                .returning(Document.id)
-            ).first()
-            created = inserted is not None
-            if created:
-                conn.execute(
-                    insert(Job)
-                    .values(
-                        id=job_id,
-                        document_id=document_id,
-                        kind="upload",
-                        status=DocumentStatus.UPLOADED.value,
-                        trace_id=tracing.current_trace_id(),
-                    )
-                    .on_conflict_do_nothing(index_elements=[Job.id])
-                )
-            row = conn.execute(
-                select(
-                    Document.status,
-                    Document.current_job_id,
-                    Document.uploaded_at,
-                    Document.parser,
-                    Document.version,
-                ).where(Document.id == document_id)
-            ).one()
-        current_job = row.current_job_id or job_id
+            row = record_document(
+                conn,
+                tenant=tenant,
+                sha=sha,
+                size=len(data),
+                filename=filename,
+                content_type=content_type,
+                metadata=metadata,
+                parser=parser,
+                external_id=external_id,
+            )
         # A document still waiting in `uploaded` may never have had its event acknowledged
         # (a crash or an outage right after the commit): publish again. The event id is
         # the same, and every stage is idempotent, so an extra copy is harmless.
         if row.status == DocumentStatus.UPLOADED.value:
             self.publish(
-                document_id,
-                current_job,
+                row.document_id,
+                row.job_id,
                 tenant=tenant,
                 sha=sha,
                 size=len(data),
@@ -153,7 +118,12 @@ class Submitter:
                 uploaded_at=row.uploaded_at,
             )
         return Submitted(
-            document_id, current_job, created, row.status, content_type, version=row.version
+            row.document_id,
+            row.job_id,
+            row.created,
+            row.status,
+            content_type,
+            version=row.version,
         )
 
     def publish(
@@ -191,6 +161,92 @@ class Submitter:
                 out.topic, key=out.key, value=self.codec.encode(out.event), headers=tracing.header()
             )
             self.producer.wait()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A document's row as :func:`record_document` left it."""
+
+    document_id: uuid.UUID
+    job_id: uuid.UUID  # its current job
+    created: bool
+    status: str
+    parser: str
+    version: int
+    uploaded_at: datetime
+
+
+def record_document(
+    conn: Connection,
+    *,
+    tenant: str,
+    sha: str,
+    size: int,
+    filename: str | None,
+    content_type: str | None,
+    metadata: dict[str, str] | None,
+    parser: str,
+    external_id: str | None,
+) -> Recorded:
+    """The document row and upload job of stored content; the same content again records nothing.
+
+    Called in the transaction that stored the blob, by an upload and by the parse
+    stage for an event from another service.
+    """
+    document_id = ids.document_id(tenant, sha)
+    job_id = ids.job_id(document_id, "upload")
+    version = 1 if external_id is None else _next_version(conn, tenant, external_id)
+    inserted = conn.execute(
+        insert(Document)
+        .values(
+            id=document_id,
+            tenant=tenant,
+            sha256=sha,
+            filename=filename,
+            content_type=content_type,
+            size_bytes=size,
+            metadata_=metadata or {},
+            parser=parser,
+            status=DocumentStatus.UPLOADED.value,
+            current_job_id=job_id,
+            uploaded_at=func.statement_timestamp(),
+            external_id=external_id,
+            version=version,
+        )
+        .on_conflict_do_nothing(index_elements=[Document.id])
+        .returning(Document.id)
+    ).first()
+    created = inserted is not None
+    if created:
+        conn.execute(
+            insert(Job)
+            .values(
+                id=job_id,
+                document_id=document_id,
+                kind="upload",
+                status=DocumentStatus.UPLOADED.value,
+                trace_id=tracing.current_trace_id(),
+            )
+            .on_conflict_do_nothing(index_elements=[Job.id])
+        )
+    row = conn.execute(
+        select(
+            Document.status,
+            Document.current_job_id,
+            Document.uploaded_at,
+            Document.parser,
+            Document.version,
+        ).where(Document.id == document_id)
+    ).one()
+    return Recorded(
+        document_id,
+        row.current_job_id or job_id,
+        created,
+        row.status,
+        row.parser,
+        row.version,
+        row.uploaded_at,
+    )
 
 
 def _next_version(conn: Connection, tenant: str, external_id: str) -> int:

@@ -125,17 +125,20 @@ class DocumentUploaded(Event):
     SCHEMA_NAME: ClassVar[str] = "DocumentUploaded"
     _DATETIME_FIELDS: ClassVar[tuple[str, ...]] = ("uploaded_at", "emitted_at")
 
-    schema_version: int = 2  # v2: part fields for large PDFs parsed in parts
-    document_id: str
-    job_id: str
+    # v2: part fields for large PDFs parsed in parts; v3: events from other services
+    # (ids, hash and size left null, external_id)
+    schema_version: int = 3
+    document_id: str | None
+    job_id: str | None
     tenant: str
-    blob_sha256: str
+    blob_sha256: str | None
     blob_uri: str
-    size_bytes: int
+    size_bytes: int | None
     uploaded_at: datetime
     filename: str | None = None
     parser: str = "local"
     metadata: dict[str, str] = field(default_factory=dict)
+    external_id: str | None = None
     part_index: int | None = None
     part_count: int | None = None
     page_start: int | None = None
@@ -146,6 +149,15 @@ class DocumentUploaded(Event):
             raise ValueError(f"parser must be one of {sorted(PARSER_CHOICES)}, not {self.parser!r}")
         if type(self.metadata) is not dict:
             object.__setattr__(self, "metadata", dict(self.metadata))
+        if (self.document_id is None) != (self.job_id is None):
+            raise ValueError("document_id and job_id are both set (ragstream's own) or both null")
+        if self.document_id is None and self.part_index is not None:
+            raise ValueError("an event from another service names a whole document, not a part")
+
+    @property
+    def external(self) -> bool:
+        """Published by another service: the object is read and recorded before parsing."""
+        return self.document_id is None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -10,25 +10,21 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from ragstream.blobstore import s3_client
-from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
-from ragstream.db.models import ChunkBuffer, Document, SyncObject
-from ragstream.devstack import Devstack
-from ragstream.devstack.s3proxy import LocalS3Proxy, S3Endpoint
+from ragstream.db.models import Document, SyncObject
+from ragstream.devstack.s3proxy import S3Endpoint
 from ragstream.embedding import make_embedder
 from ragstream.search import search
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
 from ragstream.sync import DirectorySource, open_source, sync
-from tests.pipeline import prepare, settings_env
+from tests.pipeline import prepare, run_stages, settings_env, with_s3
 
 pytestmark = pytest.mark.integration
 
@@ -38,25 +34,6 @@ TEXTS = {
     "c.txt": "Glaciers carve valleys slowly, grinding rock into fine flour.",
     "sub/d.md": "# Bakery\n\nSourdough rises overnight in the bakery on Mill Street.",
 }
-
-
-def run_stages(settings: Settings, documents: int) -> None:
-    """The four stages in this process, until the documents not yet complete are."""
-    for stage in ("parse", "chunk"):
-        stats = build_runner(settings, stage).run(max_messages=documents, idle_timeout_s=20)
-        assert stats.processed == documents, (stage, stats)
-    engine = make_engine(settings)
-    with engine.connect() as conn:
-        chunks = conn.execute(
-            select(func.count())
-            .select_from(ChunkBuffer)
-            .join(Document, Document.id == ChunkBuffer.document_id)
-            .where(Document.status != DocumentStatus.COMPLETE.value)
-        ).scalar_one()
-    engine.dispose()
-    for stage in ("embed", "finalize"):
-        stats = build_runner(settings, stage).run(max_messages=chunks, idle_timeout_s=20)
-        assert stats.processed == chunks, (stage, stats)
 
 
 def _write(root: Path, key: str, text: str) -> None:
@@ -195,35 +172,10 @@ def test_a_sync_killed_midway_and_run_again_ends_as_one_uninterrupted_run(
     }
 
 
-@pytest.fixture(scope="module")
-def s3proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
-    """A real S3-compatible server (S3Proxy), its jar cached where the devstack keeps it."""
-    data_dir = tmp_path_factory.mktemp("s3")
-    server = LocalS3Proxy(data_dir, Settings().cache_dir)
-    endpoint = server.start()
-    try:
-        # What `ragstream devstack status --json` shows of it.
-        shown = Devstack(Settings(data_dir=data_dir, devstack_s3=True)).status()["s3"]
-        assert shown["healthy"] is True and shown["address"] == endpoint.url
-        assert shown["access_key_id"] == endpoint.access_key_id
-        assert shown["secret_access_key"] == endpoint.secret_access_key
-        assert "s3" not in Devstack(Settings(data_dir=data_dir / "none")).status()
-        yield endpoint
-    finally:
-        server.stop(timeout_s=1)  # its graceful stop waits for idle connections; nothing to keep
-    assert not server.status().running
-
-
 def test_sync_of_an_s3_prefix_reaches_complete_and_follows_edits_and_deletes(
     settings: Settings, s3proxy: S3Endpoint
 ) -> None:
-    s3 = settings.model_copy(
-        update={
-            "s3_endpoint_url": s3proxy.url,
-            "s3_access_key_id": s3proxy.access_key_id,
-            "s3_secret_access_key": SecretStr(s3proxy.secret_access_key),
-        }
-    )
+    s3 = with_s3(settings, s3proxy)
     client = s3_client(s3)
     bucket = f"b{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=bucket)

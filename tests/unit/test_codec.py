@@ -514,7 +514,7 @@ def test_defaults() -> None:
         None,
         "local",
         {},
-        2,
+        3,
     )
     assert (event.part_index, event.part_count, event.page_start, event.page_end) == (None,) * 4
     assert len(event.event_id) == 36
