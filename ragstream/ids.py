@@ -27,6 +27,11 @@ def unread_document_id(tenant: str, event_id: str) -> uuid.UUID:
     return _v5("unread-document", tenant, event_id)
 
 
+def notification_event_id(bucket: str, key: str, marker: str) -> uuid.UUID:
+    """The upload event of one S3 notification record (``marker``: its sequencer or ETag)."""
+    return _v5("s3-notification", bucket, key, marker)
+
+
 def job_id(document_id: uuid.UUID, attempt_key: str) -> uuid.UUID:
     """One job per (document, submission key): "upload", or a reprocess request's id."""
     return _v5("job", document_id, attempt_key)

@@ -14,7 +14,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragstream import tracing
 from ragstream.api import metrics
-from ragstream.api.routes import alerts, dashboard, documents, health, jobs, search, webhooks
+from ragstream.api.routes import (
+    alerts,
+    dashboard,
+    documents,
+    health,
+    jobs,
+    notifications,
+    search,
+    webhooks,
+)
 from ragstream.api.services import Services
 from ragstream.errors import PermanentError, RagstreamError, UnsupportedDocument
 from ragstream.settings import Settings
@@ -49,6 +58,7 @@ def create_app(settings: Settings, *, poller: bool = True) -> FastAPI:
         jobs.router,
         search.router,
         webhooks.router,
+        notifications.router,
         health.router,
         alerts.router,
         dashboard.router,

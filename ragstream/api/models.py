@@ -258,6 +258,13 @@ class WebhookAck(BaseModel):
     outcome: str
 
 
+class NotificationAck(BaseModel):
+    uploads: int = Field(description="Upload events published, one per object created.")
+    removed: int = Field(description="Objects removed.")
+    deleted_documents: int = Field(description="Documents (versions) deleted for them.")
+    ignored: int = Field(description="Records of other kinds (test events, restores, ...).")
+
+
 class HealthPublic(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)

@@ -91,6 +91,37 @@ def document_uploaded(
     return Outgoing(names.topic(topology.UPLOADED), str(document_id), event)
 
 
+def external_upload(
+    names: TopicNames,
+    *,
+    event_id: str,
+    tenant: str,
+    uri: str,
+    size: int | None,
+    external_id: str | None,
+    uploaded_at: datetime,
+    sha: str | None = None,
+    filename: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Outgoing:
+    """An upload event of the public contract (ids null): what another service publishes,
+    and what a bucket notification becomes; keyed by its external id or its URI."""
+    event = DocumentUploaded(
+        event_id=event_id,
+        document_id=None,
+        job_id=None,
+        tenant=tenant,
+        blob_sha256=sha,
+        blob_uri=uri,
+        size_bytes=size,
+        filename=filename or uri.rstrip("/").rsplit("/", 1)[-1],
+        metadata=dict(metadata or {}),
+        external_id=external_id,
+        uploaded_at=uploaded_at,
+    )
+    return Outgoing(names.topic(topology.UPLOADED), external_id or uri, event)
+
+
 def document_part(
     names: TopicNames,
     whole: DocumentUploaded,

@@ -30,6 +30,7 @@ from ragstream.deadletter import DeadLetter
 from ragstream.devstack.s3proxy import S3Endpoint
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
+from tests.integration.test_api_server import serve
 from tests.pipeline import prepare, read_topic, run_stages, with_s3
 
 pytestmark = pytest.mark.integration
@@ -216,3 +217,88 @@ def test_bad_external_events_end_failed_with_a_reason_and_in_the_dlq(
     assert len(letters) == len(bad) + 2
     named = {DeadLetter.from_headers(m.headers() or []).document_id for m in letters}
     assert named == {d.id for d in failed.values()}
+
+
+def _s3_record(event: str, bucket: str, key: str, size: int, sequencer: str) -> dict[str, object]:
+    """One record as Amazon S3 sends it (event message structure, version 2.1)."""
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-12-06T10:15:30.123Z",
+        "eventName": event,
+        "userIdentity": {"principalId": "AWS:AIDAJDPLRKLG7UEXAMPLE"},
+        "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {
+            "x-amz-request-id": "C3D13FE58DE4C810",
+            "x-amz-id-2": "FMyUVURIY8/IgAtTv8xRjskZQpcIZ9KG4V5Wp6S7S/JRWeUWerMUE5JgHvANOjpD",
+        },
+        "s3": {
+            "s3SchemaVersion": "1.0",
+            "configurationId": "ragstream-ingest",
+            "bucket": {
+                "name": bucket,
+                "ownerIdentity": {"principalId": "A3NL1KOZZKExample"},
+                "arn": f"arn:aws:s3:::{bucket}",
+            },
+            "object": {
+                "key": key,
+                "size": size,
+                "eTag": "d41d8cd98f00b204e9800998ecf8427e",
+                "versionId": "096fKKXTRTtl3on89fVO.nfljtsv6qko",
+                "sequencer": sequencer,
+            },
+        },
+    }
+
+
+def test_bucket_notifications_ingest_created_objects_and_delete_removed_ones(
+    settings: Settings, s3proxy: S3Endpoint
+) -> None:
+    s3 = with_s3(settings, s3proxy)
+    client = s3_client(s3)
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    key = "harbour notes/tides & locks.md"  # S3 sends it URL-encoded: spaces as '+'
+    encoded = "harbour+notes/tides+%26+locks.md"
+    client.put_object(Bucket=bucket, Key=key, Body=REPORT)
+    uri = f"s3://{bucket}/{key}"
+    for api in serve(s3, poller=False):
+        with api.client() as http:
+            test_event = {"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": bucket}
+            assert http.post("/v1/notifications/s3", json=test_event).json()["ignored"] == 1
+            assert http.post("/v1/notifications/s3", json={"hello": 1}).status_code == 400
+            assert http.post("/v1/notifications/s3", content=b"not json").status_code == 400
+            anonymous = http.post(
+                "/v1/notifications/s3", json={"Records": []}, headers={"Authorization": ""}
+            )
+            assert anonymous.status_code == 401
+
+            created = {
+                "Records": [_s3_record("ObjectCreated:Put", bucket, encoded, len(REPORT), "0A1")]
+            }
+            answer = http.post("/v1/notifications/s3", json=created)
+            assert answer.status_code == 202, answer.text
+            assert answer.json()["uploads"] == 1
+            build_runner(api.settings, "parse").run(max_messages=2, idle_timeout_s=20)
+            run_stages(api.settings, documents=1, after_parse=True)
+            [document] = _documents(s3)
+            assert (document.status, document.external_id) == ("complete", uri)
+            assert document.tenant == "alpha" and document.filename == "tides & locks.md"
+            listed = http.get("/v1/documents", params={"external_id": uri}).json()
+            assert [d["document_id"] for d in listed["items"]] == [str(document.id)]
+            found = http.post("/v1/search", json={"query": "spring tides full moon"}).json()
+            assert str(document.id) in {hit["document_id"] for hit in found["hits"]}
+
+            client.delete_object(Bucket=bucket, Key=key)
+            removed = {"Records": [_s3_record("ObjectRemoved:Delete", bucket, encoded, 0, "0A2")]}
+            answer = http.post("/v1/notifications/s3", json=removed)
+            assert answer.json() == {
+                "uploads": 0,
+                "removed": 1,
+                "deleted_documents": 1,
+                "ignored": 0,
+            }
+            assert _documents(s3) == []
+            found = http.post("/v1/search", json={"query": "spring tides full moon"}).json()
+            assert found["hits"] == []
