@@ -9,16 +9,20 @@ else from boto3's usual chain (``AWS_ACCESS_KEY_ID``, profiles, roles).
 from __future__ import annotations
 
 import hashlib
+import io
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any, cast
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, func, select
 
+from ragstream.db import blobs
 from ragstream.db.blobs import URI_PREFIX
+from ragstream.db.models import Blob
 from ragstream.errors import (
     ChecksumMismatch,
     MissingBlob,
@@ -159,7 +163,7 @@ def _pieces(uri: str, settings: Settings, engine: Engine, max_bytes: int) -> Ite
             )
         return _http_pieces(uri, max_bytes)
     if uri.startswith(URI_PREFIX):
-        return _pg_pieces(uri, engine)
+        return _pg_pieces(uri, settings, engine)
     raise UnreadableObject(
         f"unknown object URI {uri[:200]!r}: expected s3://bucket/key, an allow-listed "
         f"https:// URL or {URI_PREFIX}<sha256>"
@@ -227,12 +231,10 @@ def _http_pieces(uri: str, max_bytes: int) -> Iterator[bytes]:
         raise ObjectStoreUnavailable(f"{uri}: {type(exc).__name__}: {exc}") from exc
 
 
-def _pg_pieces(uri: str, engine: Engine) -> Iterator[bytes]:
-    from ragstream.db import blobs
-
+def _pg_pieces(uri: str, settings: Settings, engine: Engine) -> Iterator[bytes]:
     sha256 = uri[len(URI_PREFIX) :].lower()
     try:
-        return iter(blobs.open_stream(engine, sha256))
+        return iter(BlobStore(settings, engine).open_stream(sha256))
     except MissingBlob as exc:
         raise UnreadableObject(str(exc)) from None
 
@@ -246,3 +248,196 @@ def _retry_after(value: str | None) -> float | None:
 
 def _too_large(uri: str, max_bytes: int) -> str:
     return f"{uri} is larger than the limit of {max_bytes} bytes (RAGSTREAM_MAX_UPLOAD_BYTES)"
+
+
+# --- the store of uploads -------------------------------------------------------------
+
+
+class BlobStore:
+    """Where uploaded documents' bytes are kept: PostgreSQL (``blob_store = postgres``, the
+    default) or an S3-compatible bucket (``blob_store = s3://bucket/prefix``).
+
+    Either way each upload has its row in ``blobs``, keyed by its sha256: references,
+    locks and deletes go through rows as before, and in S3 the row holds the object's
+    URI instead of the bytes. An object is written while its row is locked, under a
+    per-hash advisory lock that :meth:`sweep` takes too, so an object is only ever
+    removed when no row has named it for ``older_than_s``. Parsed text and the other
+    internal blobs always stay in PostgreSQL: they are small and read at once.
+
+    Rows stored before a switch of ``blob_store`` keep being read from where they are.
+    """
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.bucket: str | None = None
+        self.prefix = ""
+        if settings.blob_store != "postgres":
+            self.bucket, prefix = parse_s3_uri(settings.blob_store)
+            self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = s3_client(self.settings)
+        return self._client
+
+    def location(self, sha256: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{sha256}"
+
+    def put(self, conn: Connection, data: bytes) -> str:
+        """Store ``data`` in the transaction of ``conn``; returns its sha256."""
+        if self.bucket is None:
+            conn.execute(blobs.put_statement(data))
+            return blobs.sha256_of(data)
+        return self.put_file(conn, io.BytesIO(data), len(data))
+
+    def put_file(self, conn: Connection, file: IO[bytes], size: int) -> str:
+        """Store ``size`` bytes of ``file`` (from its start), in pieces; returns their sha256."""
+        if self.bucket is None:
+            return blobs.put_file(conn, file, size)
+        sha256 = _sha256_of_file(file, size)
+        _lock(conn, sha256)
+        location = self.location(sha256)
+        conn.execute(blobs.put_location_statement(sha256, size, location))
+        stored = conn.execute(select(Blob.location).where(Blob.sha256 == sha256)).scalar_one()
+        if stored == location and not self._has(sha256, size):
+            file.seek(0)
+            try:
+                self.client.upload_fileobj(_Limited(file, size), self.bucket, self.prefix + sha256)
+            except Exception as exc:
+                raise ObjectStoreUnavailable(f"storing {location}: {exc}") from exc
+        return sha256
+
+    def open_stream(self, sha256: str) -> blobs.BlobStream | ObjectStream:
+        """The upload ``sha256`` to read in pieces, checked against its hash at the end."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(Blob.size_bytes, Blob.location).where(Blob.sha256 == sha256)
+            ).one_or_none()
+        if row is None or row.location is None:
+            return blobs.open_stream(self.engine, sha256)
+        return ObjectStream(self.client, row.location, sha256, int(row.size_bytes))
+
+    def get(self, conn: Connection, sha256: str) -> bytes:
+        """The whole upload ``sha256`` (for a parser that needs it whole: a part, LlamaParse)."""
+        location = conn.execute(
+            select(Blob.location).where(Blob.sha256 == sha256)
+        ).scalar_one_or_none()
+        if location is None:
+            return blobs.get(conn, sha256)
+        stream = self.open_stream(sha256)
+        return b"".join(stream)
+
+    def sweep(self, older_than_s: float) -> int:
+        """Delete the objects under the prefix no row names, last written over
+        ``older_than_s`` ago; returns how many. (A delete removes rows only.)"""
+        if self.bucket is None:
+            return 0
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_s)
+        removed = 0
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                sha256 = str(obj["Key"])[len(self.prefix) :]
+                if len(sha256) != 64 or obj["LastModified"] > cutoff:
+                    continue
+                with self.engine.begin() as conn:
+                    _lock(conn, sha256)
+                    named = conn.execute(
+                        select(Blob.sha256).where(
+                            Blob.sha256 == sha256, Blob.location == self.location(sha256)
+                        )
+                    ).first()
+                    if named is None:
+                        self.client.delete_object(Bucket=self.bucket, Key=obj["Key"])
+                        removed += 1
+        return removed
+
+    def _has(self, sha256: str, size: int) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + sha256)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404 or exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return False
+            raise ObjectStoreUnavailable(f"{self.location(sha256)}: {exc}") from exc
+        return int(head.get("ContentLength", -1)) == size
+
+
+class ObjectStream:
+    """An upload kept in S3, read in pieces and checked against its hash after the last."""
+
+    whole: bytes | None = None  # never read whole up front
+
+    def __init__(self, client: Any, location: str, sha256: str, size: int) -> None:
+        self.client = client
+        self.location = location
+        self.sha256 = sha256
+        self.size = size
+
+    def __iter__(self) -> Iterator[bytes]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        bucket, key = parse_s3_uri(self.location)
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise MissingBlob(f"blob {self.sha256} is not at {self.location}") from None
+            raise ObjectStoreUnavailable(f"{self.location}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise ObjectStoreUnavailable(f"{self.location}: {exc}") from exc
+        digest = hashlib.sha256()
+        read = 0
+        for piece in _s3_body(self.location, body):
+            digest.update(piece)
+            read += len(piece)
+            yield piece
+        if read != self.size or digest.hexdigest() != self.sha256:
+            raise MissingBlob(f"blob {self.sha256} at {self.location} is corrupt: another hash")
+
+
+class _Limited(io.RawIOBase):
+    """The first ``size`` bytes of a file, for an upload that must not send more."""
+
+    def __init__(self, file: IO[bytes], size: int) -> None:
+        self.file = file
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n is None or n < 0 else min(n, self.left)
+        piece = self.file.read(n) if n else b""
+        self.left -= len(piece)
+        return piece
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self.read(len(buffer))
+        buffer[: len(piece)] = piece
+        return len(piece)
+
+
+def _sha256_of_file(file: IO[bytes], size: int) -> str:
+    file.seek(0)
+    digest = hashlib.sha256()
+    left = size
+    while left > 0:
+        piece = file.read(min(READ_PIECE_BYTES, left))
+        if not piece:
+            raise ValueError(f"file ended {left} bytes before its size of {size}")
+        digest.update(piece)
+        left -= len(piece)
+    return digest.hexdigest()
+
+
+def _lock(conn: Connection, sha256: str) -> None:
+    """The per-hash lock between writing an object and sweeping it (until commit)."""
+    conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("blob:" + sha256, 0))))

@@ -94,6 +94,19 @@ class Settings(BaseSettings):
         "S3-compatible servers want) or virtual (bucket.endpoint/key, AWS's default).",
     )
 
+    blob_store: str = Field(
+        "postgres",
+        description="Where uploaded documents' bytes are kept: postgres (rows of the "
+        "database) or s3://bucket/prefix (objects of an S3-compatible store, reached with "
+        "the s3_* settings; the bucket must exist). Parsed text stays in PostgreSQL.",
+    )
+    blob_sweep_after_s: float = Field(
+        3600.0,
+        gt=0,
+        description="An object of the S3 blob store that no upload has named for this long "
+        "is deleted by the monitor's housekeeping (deleting a document removes its row; "
+        "its bytes go at the next sweep).",
+    )
     external_url_allowlist: str = Field(
         "",
         description="Comma-separated URL prefixes (e.g. https://docs.example.com/public/) "
@@ -403,6 +416,12 @@ class Settings(BaseSettings):
             problems.append(
                 f"chunk_overlap_tokens={self.chunk_overlap_tokens} must be below "
                 f"chunk_target_tokens={self.chunk_target_tokens}"
+            )
+        if self.blob_store != "postgres" and not (
+            self.blob_store.startswith("s3://") and len(self.blob_store) > len("s3://")
+        ):
+            problems.append(
+                f"blob_store={self.blob_store!r} is neither postgres nor s3://bucket/prefix"
             )
         if problems:
             raise ValueError("; ".join(problems))

@@ -23,7 +23,6 @@ from sqlalchemy.dialects.postgresql import insert
 from ragstream import ids, tracing
 from ragstream.blobstore import read_object
 from ragstream.consumers.base import Failure, Incoming, StageContext, StageOutput
-from ragstream.db import blobs
 from ragstream.db.models import Document, Job
 from ragstream.errors import PermanentError
 from ragstream.producers.submit import record_document
@@ -47,7 +46,7 @@ def admit(message: Incoming, ctx: StageContext) -> StageOutput:
             ) as read,
             ctx.engine.begin() as conn,
         ):
-            sha = blobs.put_file(conn, read.file, read.size)
+            sha = ctx.blobs.put_file(conn, read.file, read.size)
             row = record_document(
                 conn,
                 tenant=event.tenant,

@@ -52,12 +52,12 @@ class ParseStage(Stage):
         document_id, job_id = uuid.UUID(event.document_id), uuid.UUID(event.job_id)
         if event.part_index is not None:
             with ctx.engine.connect() as conn:
-                data = blobs.get(conn, event.blob_sha256)
+                data = ctx.blobs.get(conn, event.blob_sha256)
             merged = parts.parse_part(message, data, ctx)
             if merged is None:  # other parts are still being parsed
                 return StageOutput()
             return parsed_output(ctx, document_id, job_id, event.tenant, merged, source=message)
-        upload = blobs.open_stream(ctx.engine, event.blob_sha256)
+        upload = ctx.blobs.open_stream(event.blob_sha256)
         # A PDF is read up to the part size first: a longer one is split there.
         parsed = parse_spooled(
             upload.whole if upload.whole is not None else upload,

@@ -55,6 +55,14 @@ def put_statement(data: bytes) -> Executable:
     )
 
 
+def put_location_statement(sha256: str, size: int, location: str) -> Executable:
+    """The row of an upload kept as an object at ``location``; locks as :func:`put_statement`."""
+    stmt = insert(Blob).values(sha256=sha256, size_bytes=size, content=None, location=location)
+    return stmt.on_conflict_do_update(
+        index_elements=[Blob.sha256], set_={"size_bytes": stmt.excluded.size_bytes}, where=false()
+    )
+
+
 def put(conn: Connection, data: bytes) -> str:
     """Store ``data`` and return its sha256."""
     conn.execute(put_statement(data))
@@ -142,9 +150,14 @@ def delete_unreferenced(conn: Connection, locked: set[str]) -> set[str]:
 
 
 def get(conn: Connection, sha256: str) -> bytes:
-    content = conn.execute(select(Blob.content).where(Blob.sha256 == sha256)).scalar_one_or_none()
-    if content is None:
+    row = conn.execute(
+        select(Blob.content, Blob.location).where(Blob.sha256 == sha256)
+    ).one_or_none()
+    if row is None:
         raise MissingBlob(f"blob {sha256} is not in the blob store")
+    content = row.content
+    if content is None:
+        raise MissingBlob(_elsewhere(sha256, row.location))
     if sha256_of(content) != sha256:
         raise MissingBlob(_corrupt(sha256))
     return bytes(content)
@@ -206,16 +219,23 @@ def open_stream(engine: Engine, sha256: str, *, slice_bytes: int = SLICE_BYTES) 
                 func.octet_length(Blob.content),
                 func.pg_column_compression(Blob.content),
                 func.substring(Blob.content, 1, slice_bytes),
+                Blob.location,
             ).where(Blob.sha256 == sha256)
         ).one_or_none()
     if row is None:
         raise MissingBlob(f"blob {sha256} is not in the blob store")
+    if row[0] is None:
+        raise MissingBlob(_elsewhere(sha256, row[3]))
     size, compression, first = int(row[0]), row[1], bytes(row[2])
     if len(first) == size and sha256_of(first) != sha256:
         raise MissingBlob(_corrupt(sha256))
     if compression is not None:
         slice_bytes = max(slice_bytes, -(-size // _COMPRESSED_SLICES))
     return BlobStream(engine, sha256, size, first, slice_bytes)
+
+
+def _elsewhere(sha256: str, location: str | None) -> str:
+    return f"blob {sha256} is kept at {location}: read it through ragstream.blobstore.BlobStore"
 
 
 def _corrupt(sha256: str) -> str:

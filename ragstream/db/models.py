@@ -124,7 +124,10 @@ class Blob(Base):
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
-    content: Mapped[bytes] = mapped_column(LargeBinary)
+    # One or the other: the bytes here, or the URI of the object that holds them
+    # (an upload with ``blob_store = s3://...``; see ragstream.blobstore.BlobStore).
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    location: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=func.now())
 
 

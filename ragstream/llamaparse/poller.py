@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy import func, select, update
 
 from ragstream.context import StageContext
-from ragstream.db import blobs, repository
+from ragstream.db import repository
 from ragstream.db.models import Document, LlamaParseJob
 from ragstream.errors import RagstreamError
 from ragstream.llamaparse import results
@@ -148,9 +148,9 @@ class Poller:
                     Document.id == job.document_id
                 )
             ).one_or_none()
-            if document is None or document.current_job_id != job.job_id:
+            if document is None or document.current_job_id != job.job_id or not document.sha256:
                 return False
-            data = blobs.get(conn, document.sha256)
+            data = self.ctx.blobs.get(conn, document.sha256)
         row = submit(
             client,
             self.ctx.settings,

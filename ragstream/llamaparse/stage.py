@@ -15,7 +15,6 @@ from sqlalchemy import func, select
 
 from ragstream.consumers.base import Incoming, StageOutput
 from ragstream.context import StageContext
-from ragstream.db import blobs
 from ragstream.db.models import LlamaParseJob
 from ragstream.llamaparse.client import LlamaParseClient
 from ragstream.schemas.events import DocumentUploaded, utc_now
@@ -43,7 +42,7 @@ def submit_to_llamaparse(message: Incoming, ctx: StageContext) -> StageOutput:
         if open_jobs:
             return StageOutput()
         assert event.blob_sha256 is not None  # an event from another service is admitted first
-        data = blobs.get(conn, event.blob_sha256)
+        data = ctx.blobs.get(conn, event.blob_sha256)
     with LlamaParseClient(ctx.settings) as client:
         row = submit(client, ctx.settings, data, event.filename, document_id, job_id, attempt=1)
     row |= {

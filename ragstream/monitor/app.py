@@ -31,6 +31,7 @@ from prometheus_client import start_http_server
 from sqlalchemy import Engine, select
 
 from ragstream import topology
+from ragstream.blobstore import BlobStore
 from ragstream.consumers import metrics
 from ragstream.db.engine import make_engine
 from ragstream.db.models import Document
@@ -332,11 +333,18 @@ class Monitor:
         return [r.health for r in rows]
 
     def _housekeeping(self, now: datetime) -> None:
-        """At most once an hour: prune what is older than ``monitor_retention_s``."""
+        """At most once an hour: prune what is older than ``monitor_retention_s``, and the
+        objects of the S3 blob store no upload names any more."""
         if self.pruned_at is not None and (now - self.pruned_at).total_seconds() < 3600:
             return
         with self.engine.begin() as conn:
             gone = store.prune(conn, self.settings.monitor_retention_s)
+        try:
+            gone["blob_objects"] = BlobStore(self.settings, self.engine).sweep(
+                self.settings.blob_sweep_after_s
+            )
+        except Exception as exc:  # the object store may be down: the next sweep catches up
+            log.warning("blob_sweep_failed", error=str(exc)[:300])
         self.pruned_at = now
         if len(self.finished) > 100_000:  # ids only skip a database look; they can go
             self.finished.clear()

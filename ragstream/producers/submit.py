@@ -11,11 +11,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from ragstream import ids, tracing
+from ragstream.blobstore import BlobStore
 from ragstream.db import blobs
 from ragstream.db.models import Document, Job
 from ragstream.parsing import sniff_content_type
@@ -43,6 +45,10 @@ class Submitter:
     engine: Engine
     producer: EventProducer
     codec: Codec
+
+    @cached_property
+    def store(self) -> BlobStore:
+        return BlobStore(self.settings, self.engine)
 
     def submit(
         self,
@@ -90,7 +96,7 @@ class Submitter:
         content_type = sniff_content_type(data, filename)  # unsupported or empty: refused here
         sha = blobs.sha256_of(data)
         with self.engine.begin() as conn:
-            conn.execute(blobs.put_statement(data))
+            sha = self.store.put(conn, data)
             row = record_document(
                 conn,
                 tenant=tenant,
