@@ -27,6 +27,7 @@ from ragstream.parsing.sniff import (
     RTF,
     TEXT,
     TIFF,
+    WORDML,
     XLS,
     XLSX,
     Sniffed,
@@ -118,4 +119,8 @@ def _dispatch_office(content_type: str, data: bytes) -> ParsedDocument:
         from ragstream.parsing.mail import parse_eml
 
         return parse_eml(data)
+    if content_type == WORDML:
+        from ragstream.parsing.wordml import parse_wordml
+
+        return parse_wordml(data)
     raise AssertionError(f"no parser for {content_type}")

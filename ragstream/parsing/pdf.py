@@ -6,7 +6,9 @@ marks, so paragraphs are recovered from line geometry: a vertical gap clearly
 larger than the page's usual line pitch, or a change of font size, starts a
 new one. Short lines set clearly larger than the body text become headings.
 A page with no text layer (a scan) is rendered at 300 dpi and read by OCR
-(:mod:`ragstream.parsing.ocr`); only such pages pay for it.
+(:mod:`ragstream.parsing.ocr`); only such pages pay for it. Ruled tables
+become table blocks at their place on the page (:mod:`ragstream.parsing.pdftables`);
+only pages whose drawing could be a grid pay for looking.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import version
@@ -25,6 +28,7 @@ from ragstream.documents import ParsedDocument
 from ragstream.errors import CorruptDocument
 from ragstream.parsing import ocr
 from ragstream.parsing.blocks import BlockBuilder
+from ragstream.parsing.pdftables import PageTable, TableFinder
 from ragstream.parsing.sniff import PDF
 
 PARSER = "pypdfium2"
@@ -78,19 +82,27 @@ def parse_pdf(data: bytes, pages: tuple[int, int] | None = None) -> ParsedDocume
         builder = BlockBuilder()
         sizes: Counter[float] = Counter()
         first, last = (1, page_count) if pages is None else pages
+        last = min(last, page_count)
+        finder = TableFinder(data, last)
         scanned = 0
-        for index in range(max(first, 1) - 1, min(last, page_count)):
-            lines = _read_page(document, index)
-            if not lines:
-                scanned += 1
-                ocr.emit(builder, _ocr_page(document, index), page=index + 1)
-                continue
-            for line in lines:
-                if line is not None and line.size > 0:
-                    sizes[_bucket(line.size)] += len(line.text)
-            body = sizes.most_common(1)[0][0] if sizes else 0.0
-            for paragraph in _paragraphs(lines):
-                _emit(builder, paragraph, body, page=index + 1)
+        try:
+            for index in range(max(first, 1) - 1, last):
+                lines = _read_page(document, index, finder)
+                if not lines:
+                    scanned += 1
+                    ocr.emit(builder, _ocr_page(document, index), page=index + 1)
+                    continue
+                for line in lines:
+                    if isinstance(line, _Line) and line.size > 0:
+                        sizes[_bucket(line.size)] += len(line.text)
+                body = sizes.most_common(1)[0][0] if sizes else 0.0
+                for paragraph in _paragraphs(lines):
+                    if isinstance(paragraph, PageTable):
+                        builder.table(paragraph.rows, page=index + 1)
+                    else:
+                        _emit(builder, paragraph, body, page=index + 1)
+        finally:
+            finder.close()
         title = _metadata_title(document)
     finally:
         document.close()
@@ -116,8 +128,12 @@ def _check_complete(data: bytes) -> None:
         raise CorruptDocument(f"{_CORRUPT}: no end-of-file trailer")
 
 
-def _read_page(document: pdfium.PdfDocument, index: int) -> list[_Line | None]:
-    """The page's lines in reading order; None stands for a blank line."""
+_Item = _Line | None | PageTable
+
+
+def _read_page(document: pdfium.PdfDocument, index: int, finder: TableFinder) -> list[_Item]:
+    """The page's lines in reading order; None stands for a blank line, a table for its
+    lines (placed where its first character came in PDFium's order)."""
     try:
         page = document[index]
     except pdfium.PdfiumError:
@@ -125,7 +141,10 @@ def _read_page(document: pdfium.PdfDocument, index: int) -> list[_Line | None]:
     try:
         textpage = page.get_textpage()
         try:
-            return _lines(textpage)
+            text = textpage.get_text_range()
+            if not text.strip():
+                return []
+            return _lines(textpage, text, finder.find(page, textpage, index))
         finally:
             textpage.close()
     finally:
@@ -147,47 +166,119 @@ def _ocr_page(document: pdfium.PdfDocument, index: int) -> str:
     return ocr.read_image(image, page=index + 1)
 
 
-def _lines(textpage: pdfium.PdfTextPage) -> list[_Line | None]:
-    text = textpage.get_text_range()
-    if not text.strip():
-        return []
+def _lines(
+    textpage: pdfium.PdfTextPage, text: str, tables: Sequence[PageTable] = ()
+) -> list[_Item]:
+    """The page's lines, and its tables in their place (their characters left out)."""
     astral = not text.isascii() and len(text.encode("utf-16-le")) // 2 != len(text)
-    x, y = ctypes.c_double(), ctypes.c_double()
-    lines: list[_Line | None] = []
+    owner = {char: table for table in tables for char in table.chars}
+    placed: set[int] = set()
+    lines: list[_Item] = []
     offset = 0  # in UTF-16 code units, PDFium's text index
     for raw in text.split("\n"):
         width = len(raw.encode("utf-16-le")) // 2 if astral else len(raw)
-        content = raw.translate(_CONTROLS).strip()
-        if not content:
-            lines.append(None)
+        if owner:
+            content, lead, hit, table_first = _outside_tables(textpage, raw, offset, owner)
+            new = [t for t in hit if id(t) not in placed]
+            placed.update(id(t) for t in new)
+            if table_first:
+                lines.extend(new)
         else:
-            lead = len(raw) - len(raw.lstrip())
-            char = pdfium_c.FPDFText_GetCharIndexFromTextIndex(textpage, offset + lead)
-            size, baseline = 0.0, math.nan
-            if char >= 0:
-                size = float(pdfium_c.FPDFText_GetFontSize(textpage, char))
-                if pdfium_c.FPDFText_GetCharOrigin(
-                    textpage, char, ctypes.byref(x), ctypes.byref(y)
-                ):
-                    baseline = y.value
-            lines.append(_Line(content, size, baseline))
+            content = raw.translate(_CONTROLS).strip()
+            lead = offset + len(raw) - len(raw.lstrip())
+            new, table_first = [], True
+        lines.append(_line(textpage, content, lead) if content else None)
+        if not table_first:
+            lines.extend(new)
         offset += width + 1
-    return lines
+    lines.extend(t for t in tables if id(t) not in placed)  # never met in the text
+    return _lift_above_tables(lines) if tables else lines
+
+
+def _lift_above_tables(lines: list[_Item]) -> list[_Item]:
+    """Content order may draw a table before the title above it (a spreadsheet's
+    export does): lines right after a table that stand above its top go before it."""
+    out: list[_Item] = []
+    i = 0
+    while i < len(lines):
+        item = lines[i]
+        i += 1
+        if not isinstance(item, PageTable):
+            out.append(item)
+            continue
+        end = i
+        while end < len(lines):
+            after = lines[end]
+            if after is None:
+                end += 1
+            elif isinstance(after, _Line) and after.baseline > item.top:
+                end += 1  # NaN compares false: a line of unknown place stays
+            else:
+                break
+        while end > i and lines[end - 1] is None:
+            end -= 1
+        out.extend(lines[i:end])
+        out.append(item)
+        i = end
+    return out
+
+
+def _line(textpage: pdfium.PdfTextPage, content: str, text_index: int) -> _Line:
+    """A line with the size and baseline of its first character (``text_index``)."""
+    x, y = ctypes.c_double(), ctypes.c_double()
+    char = pdfium_c.FPDFText_GetCharIndexFromTextIndex(textpage, text_index)
+    size, baseline = 0.0, math.nan
+    if char >= 0:
+        size = float(pdfium_c.FPDFText_GetFontSize(textpage, char))
+        if pdfium_c.FPDFText_GetCharOrigin(textpage, char, ctypes.byref(x), ctypes.byref(y)):
+            baseline = y.value
+    return _Line(content, size, baseline)
+
+
+def _outside_tables(
+    textpage: pdfium.PdfTextPage, raw: str, offset: int, owner: dict[int, PageTable]
+) -> tuple[str, int, list[PageTable], bool]:
+    """One line of a page with tables: its text outside them, the text index of its
+    first character kept, the tables it touches in order, and whether a table came
+    before any kept text (then the tables go before the line, else after it)."""
+    kept: list[str] = []
+    hit: list[PageTable] = []
+    lead = -1
+    table_first = False
+    position = offset
+    for ch in raw:
+        char = pdfium_c.FPDFText_GetCharIndexFromTextIndex(textpage, position)
+        table = owner.get(char) if char >= 0 else None
+        if table is not None:
+            if not hit:
+                table_first = lead < 0
+            if all(t is not table for t in hit):
+                hit.append(table)
+            kept.append(" ")
+        else:
+            if lead < 0 and ch.isprintable() and not ch.isspace():
+                lead = position
+            kept.append(ch)
+        position += 2 if ord(ch) > 0xFFFF else 1
+    content = " ".join("".join(kept).translate(_CONTROLS).split())
+    return content, max(lead, offset), hit, table_first
 
 
 def _bucket(size: float) -> float:
     return round(size * 2) / 2
 
 
-def _paragraphs(lines: list[_Line | None]) -> list[list[_Line]]:
+def _paragraphs(lines: list[_Item]) -> list[list[_Line] | PageTable]:
     pitches = _line_pitches(lines)
-    paragraphs: list[list[_Line]] = []
+    paragraphs: list[list[_Line] | PageTable] = []
     current: list[_Line] = []
     for line in lines:
-        if line is None:
+        if not isinstance(line, _Line):
             if current:
                 paragraphs.append(current)
                 current = []
+            if line is not None:
+                paragraphs.append(line)
             continue
         if current and _starts_paragraph(current[-1], line, pitches):
             paragraphs.append(current)
@@ -198,16 +289,16 @@ def _paragraphs(lines: list[_Line | None]) -> list[list[_Line]]:
     return paragraphs
 
 
-def _line_pitches(lines: list[_Line | None]) -> dict[float, float]:
+def _line_pitches(lines: list[_Item]) -> dict[float, float]:
     """The usual baseline distance between consecutive lines, per font size."""
     gaps: dict[float, Counter[float]] = {}
     previous: _Line | None = None
     for line in lines:
-        if line is not None and previous is not None and _same_size(previous, line):
+        if isinstance(line, _Line) and previous is not None and _same_size(previous, line):
             gap = previous.baseline - line.baseline
             if gap > 0.5 * line.size:
                 gaps.setdefault(_bucket(line.size), Counter())[_bucket(gap)] += 1
-        previous = line
+        previous = line if isinstance(line, _Line) else None
     pitches: dict[float, float] = {}
     for size, counter in gaps.items():
         pitch, count = counter.most_common(1)[0]

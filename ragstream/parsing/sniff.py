@@ -33,7 +33,21 @@ RTF = "application/rtf"
 EML = "message/rfc822"
 XLS = "application/vnd.ms-excel"
 DOC = "application/msword"
+# Word 2003 XML ("WordprocessingML"), saved by Word 2003-2010 as .xml or .doc.
+WORDML = "application/vnd.ms-wordml"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_OLE_UNKNOWN = (
+    "a legacy binary PowerPoint or Outlook file (.ppt/.msg); "
+    "save it as .pptx, or the message as .eml"
+)
+# Stream names in the OLE directory (UTF-16) that tell the legacy formats apart.
+_MSG_STREAM = "__substg1.0_".encode("utf-16-le")
+_PPT_STREAM = "PowerPoint Document".encode("utf-16-le")
+_WORD_STREAM = "WordDocument".encode("utf-16-le")
+_WORD_OBJECTS = "ObjectPool".encode("utf-16-le")
+_MSG = "an Outlook message (.msg); save it as .eml"
+_PPT = "a legacy binary PowerPoint presentation (.ppt/.pps); save it as .pptx"
+_WORDML_MARKS = ('progid="word.document"', "<w:worddocument", "/office/word/2003/wordml")
 _EML_HEADER = re.compile(
     rb"(?:from|to|subject|date|message-id|received|return-path|mime-version|reply-to"
     rb"|delivered-to|x-[a-z0-9-]+|content-type|cc|sender|in-reply-to|references):[ \t]",
@@ -75,11 +89,6 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\xce\xfa\xed\xfe", "a Mach-O executable"),
     (b"\xca\xfe\xba\xbe", "a Java class file or Mach-O executable"),
     (b"\x00asm", "a WebAssembly module"),
-    (
-        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
-        "a legacy binary PowerPoint or Outlook file (.ppt/.msg); "
-        "save it as .pptx, or the message as .eml",
-    ),
     (b"%!PS", "a PostScript file"),
     (b"SQLite format 3\x00", "an SQLite database"),
     (b"OggS", "an Ogg media file"),
@@ -138,13 +147,8 @@ def sniff(data: bytes, filename: str | None = None) -> Sniffed:
         return Sniffed(RTF)
     if _is_email(data):
         return Sniffed(EML)
-    if data.startswith(_OLE_MAGIC) and "__substg1.0_".encode("utf-16-le") not in data:
-        # An Outlook .msg names its streams __substg1.0_*; an attached .doc inside
-        # one must not make the message look like Word.
-        if _is_xls(data):
-            return Sniffed(XLS)
-        if "WordDocument".encode("utf-16-le") in data:
-            return Sniffed(DOC)
+    if data.startswith(_OLE_MAGIC):
+        return Sniffed(_sniff_ole(data))
     image = next((kind for magic, kind in _IMAGES if data.startswith(magic)), None)
     if image is not None:
         return Sniffed(image)
@@ -157,6 +161,8 @@ def sniff(data: bytes, filename: str | None = None) -> Sniffed:
         raise _unsupported(_weak_magic(data) or "binary data")
 
     head = _decode_head(data, bom)
+    if _is_wordml(head):
+        return Sniffed(WORDML)
     html = _html_strength(head)
     if html == "strong":
         return Sniffed(HTML)
@@ -256,10 +262,11 @@ def _sniff_zip(data: bytes) -> str:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = set(archive.namelist())
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
-        # No readable central directory: a truncated DOCX still names its
-        # parts in the local headers; let the DOCX parser report it as corrupt.
-        if b"word/document.xml" in data or b"word/_rels/" in data:
-            return DOCX
+        # No readable central directory: a truncated package still names its parts
+        # in the local headers; its parser then reports it as corrupt, not unsupported.
+        truncated = _truncated_package(data)
+        if truncated is not None:
+            return truncated
         raise _unsupported("a ZIP archive") from None
     if "word/document.xml" in names:
         return DOCX
@@ -286,6 +293,31 @@ def _office_zip(data: bytes, names: set[str]) -> str | None:
     return None
 
 
+# Parts each package names in its local headers, in the order they are told apart.
+_PACKAGE_PARTS = (
+    ((b"word/document.xml", b"word/_rels/"), DOCX),
+    ((b"ppt/presentation.xml", b"ppt/slides/"), PPTX),
+    ((b"xl/workbook.xml", b"xl/worksheets/"), XLSX),
+)
+_MIMETYPE_WINDOW = 256
+
+
+def _truncated_package(data: bytes) -> str | None:
+    """The package type of a ZIP without a central directory: from the ``mimetype``
+    member ODF and EPUB store first, uncompressed, or from OOXML part names."""
+    head = data[:_MIMETYPE_WINDOW]
+    at = head.find(b"mimetype")
+    if at >= 0:
+        declared = head[at + len(b"mimetype") :]
+        for content_type in (EPUB, ODS, ODP, ODT):
+            if declared.startswith(content_type.encode("ascii")):
+                return content_type
+    for names, content_type in _PACKAGE_PARTS:
+        if any(name in data for name in names):
+            return content_type
+    return None
+
+
 def _zip_mimetype(data: bytes) -> str:
     """The ``mimetype`` member ODF and EPUB carry; read only when it is small."""
     import io
@@ -304,6 +336,35 @@ def _is_xls(data: bytes) -> bool:
     """An OLE compound file with a ``Workbook`` (BIFF8) or ``Book`` (BIFF5) stream, named
     in UTF-16 in its directory; Word, PowerPoint and Outlook files have neither."""
     return "Workbook".encode("utf-16-le") in data or b"B\x00o\x00o\x00k\x00\x00\x00" in data
+
+
+def _sniff_ole(data: bytes) -> str:
+    """A legacy binary Office file, by the stream names in its directory (UTF-16).
+
+    Embedded objects bring their own streams: an Outlook .msg (``__substg1.0_*``)
+    may attach a .doc, Word keeps embedded objects under ``ObjectPool`` and Excel
+    in ``MBD*`` storages, while PowerPoint packs its own into its main stream. So
+    the message decides first, then Word with objects, then the readable formats;
+    a presentation is one only when nothing else claims the file.
+    """
+    if _MSG_STREAM in data:
+        raise _unsupported(_MSG)
+    word = _WORD_STREAM in data
+    if word and _WORD_OBJECTS in data:
+        return DOC
+    if _is_xls(data):
+        return XLS
+    if word:
+        return DOC
+    if _PPT_STREAM in data:
+        raise _unsupported(_PPT)
+    raise _unsupported(_OLE_UNKNOWN)
+
+
+def _is_wordml(head: str) -> bool:
+    """Word 2003 XML: an XML declaration, then Word's processing instruction or root."""
+    lowered = head.lstrip("\ufeff \t\r\n")[:_HTML_PROBE_BYTES].lower()
+    return lowered.startswith("<?xml") and any(mark in lowered for mark in _WORDML_MARKS)
 
 
 def _is_email(data: bytes) -> bool:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 from email.message import EmailMessage
 
@@ -347,3 +348,202 @@ def test_formats_through_the_sandbox() -> None:
             timeout_s=30,
             memory_mb=512,
         )
+
+
+# Files the corpus of real samples showed going wrong
+
+
+def _compound_file(streams: dict[str, bytes]) -> bytes:
+    """A minimal OLE2 compound file (version 3) holding up to three streams under 4 KiB,
+    so all of them in its mini stream, the way Word stores a short document. Sectors:
+    0 the FAT, 1 the directory, 2 the mini FAT, 3 on the mini stream."""
+    free, end, fat_sector = 0xFFFFFFFF, 0xFFFFFFFE, 0xFFFFFFFD
+    assert len(streams) <= 3
+    mini, mini_fat, entries = bytearray(), [], []
+    for name, data in streams.items():
+        assert len(data) < 4096
+        start, count = len(mini) // 64, max(1, -(-len(data) // 64))
+        mini += data.ljust(count * 64, b"\0")
+        mini_fat += [start + i + 1 for i in range(count - 1)] + [end]
+        entries.append((name, 2, start, len(data)))
+    sectors = -(-len(mini) // 512)
+    fat = [fat_sector, end, end] + [4 + i for i in range(sectors - 1)] + [end]
+
+    def entry(name: str, kind: int, start: int, size: int, child: int, right: int) -> bytes:
+        encoded = (name + "\0").encode("utf-16-le")
+        return struct.pack(
+            "<64sHBBIII16sI16sII",
+            encoded,
+            len(encoded),
+            kind,
+            1,  # black
+            free,
+            right,
+            child,
+            bytes(16),
+            0,
+            bytes(16),
+            start,
+            size,
+        ) + bytes(4)
+
+    directory = entry("Root Entry", 5, 3, len(mini), 1, free)
+    for i, (name, kind, start, size) in enumerate(entries, start=1):
+        directory += entry(name, kind, start, size, free, i + 1 if i < len(entries) else free)
+    header = struct.pack(
+        "<8s16sHHHHH6sIIIIIIIII",
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        bytes(16),
+        0x3E,
+        3,
+        0xFFFE,
+        9,
+        6,
+        bytes(6),
+        0,
+        1,  # FAT sectors
+        1,  # first directory sector
+        0,
+        4096,
+        2,  # first mini FAT sector
+        1,
+        end,
+        0,
+    ) + struct.pack("<109I", 0, *[free] * 108)
+
+    def sector(words: list[int]) -> bytes:
+        return struct.pack(f"<{len(words)}I", *words).ljust(512, b"\xff")
+
+    return (
+        header
+        + sector(fat)
+        + directory.ljust(512, b"\0")
+        + sector(mini_fat)
+        + bytes(mini).ljust(sectors * 512, b"\0")
+    )
+
+
+def _word6(text: bytes, lid: int) -> bytes:
+    """A Word 6/95 ``WordDocument`` stream: the file information block, then the text."""
+    fib = bytearray(0x300)
+    struct.pack_into("<HHHH", fib, 0, 0xA5DC, 101, 0, lid)
+    struct.pack_into("<II", fib, 0x18, len(fib), len(fib) + len(text))
+    struct.pack_into("<i", fib, 0x34, len(text))
+    return bytes(fib) + text
+
+
+def _word97(text: str) -> tuple[bytes, bytes]:
+    """Word 97 ``WordDocument`` and ``1Table`` streams: one piece of 8-bit text."""
+    fib = bytearray(0x400)
+    struct.pack_into("<HHHHH", fib, 0, 0xA5EC, 193, 0, 0x0409, 0)
+    struct.pack_into("<H", fib, 0x0A, 0x0200)  # the table stream is 1Table
+    struct.pack_into("<i", fib, 0x4C, len(text))
+    pcd = struct.pack("<HIH", 0, (len(fib) * 2) | 0x40000000, 0)
+    plc = struct.pack("<II", 0, len(text)) + pcd
+    clx = b"\x01" + struct.pack("<H", 2) + b"\0\0" + b"\x02" + struct.pack("<I", len(plc)) + plc
+    struct.pack_into("<II", fib, 0x01A2, 0, len(clx))
+    return bytes(fib) + text.encode("cp1252"), clx
+
+
+def test_small_word_documents_antiword_refuses_are_read() -> None:
+    """antiword cannot read a WordDocument stream kept in the mini stream (under 4 KiB);
+    the document is read here instead, not refused."""
+    russian = ["Привет, мир.", "Второй абзац."]
+    text = "".join(f"{paragraph}\r" for paragraph in russian).encode("cp1251")
+    doc6 = _compound_file({"WordDocument": _word6(text, 0x0419)})
+    assert sniff_content_type(doc6, "letter.doc") == "application/msword"
+    parsed = parse_bytes(doc6)
+    assert parsed.parser == "doc-small"
+    assert [b.text for b in parsed.blocks] == russian
+
+    body = 'Intro line.\r\x13 HYPERLINK "x" \x14the link\x15 here.\rName\x07Value\x07\x07'
+    word, table = _word97(body)
+    doc97 = _compound_file({"WordDocument": word, "1Table": table})
+    parsed = parse_document(doc97, filename=None, timeout_s=30, memory_mb=512)
+    texts = [b.text for b in parsed.blocks]
+    assert texts == ["Intro line.", "the link here.", "Name\tValue"]
+
+    encrypted = bytearray(_word6(b"secret\r", 0x0409))
+    struct.pack_into("<H", encrypted, 0x0A, 0x0100)
+    with pytest.raises(CorruptDocument, match="encrypted"):
+        parse_bytes(_compound_file({"WordDocument": bytes(encrypted)}))
+
+
+WORDML_DOC = """<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<?mso-application progid="Word.Document"?>
+<w:wordDocument xmlns:w="http://schemas.microsoft.com/office/word/2003/wordml"
+    xmlns:wx="http://schemas.microsoft.com/office/word/2003/auxHint">
+  <w:styles><w:style w:type="paragraph" w:styleId="Heading1"><w:name w:val="heading 1"/>
+  </w:style></w:styles>
+  <w:body><wx:sect>
+    <w:p><w:pPr><w:pStyle w:val="Heading1"/></w:pPr><w:r><w:t>Broker settings</w:t></w:r></w:p>
+    <w:p><w:r><w:t>Set these </w:t></w:r><w:r><w:instrText>PAGE</w:instrText>
+      <w:t>before starting.</w:t></w:r></w:p>
+    <w:tbl><w:tr><w:tc><w:p><w:r><w:t>Key</w:t></w:r></w:p></w:tc>
+      <w:tc><w:p><w:r><w:t>Value</w:t></w:r></w:p></w:tc></w:tr>
+      <w:tr><w:tc><w:p><w:r><w:t>acks</w:t></w:r></w:p></w:tc>
+      <w:tc><w:p><w:r><w:t>all</w:t></w:r></w:p></w:tc></w:tr></w:tbl>
+    <w:p><w:r><w:t>Inside:</w:t></w:r><w:tbl><w:tr><w:tc><w:p><w:r><w:t>a</w:t></w:r></w:p>
+      </w:tc><w:tc><w:p><w:r><w:t>b</w:t></w:r></w:p></w:tc></w:tr></w:tbl></w:p>
+  </wx:sect></w:body>
+</w:wordDocument>"""
+
+
+def test_word_2003_xml_named_doc_is_read() -> None:
+    """Word 2003 XML renamed .doc (a real Tika fixture does this) is a Word document,
+    not an unknown XML file; its entities are refused like any package XML."""
+    data = WORDML_DOC.encode("utf-8")
+    assert sniff_content_type(data, "report.doc") == "application/vnd.ms-wordml"
+    document = parse_bytes(data, "report.doc")
+    assert [(b.kind, b.text) for b in document.blocks] == [
+        ("heading", "Broker settings"),
+        ("paragraph", "Set these before starting."),
+        ("table", "| Key | Value |\n|---|---|\n| acks | all |"),
+        ("paragraph", "Inside:"),
+        ("table", "| a | b |\n|---|---|"),
+    ]
+    assert document.blocks[1].heading_path == ("Broker settings",)
+    laughs = WORDML_DOC.replace(
+        "<w:wordDocument", '<!DOCTYPE w [<!ENTITY a "lol">]><w:wordDocument', 1
+    ).replace("Key", "&a;")
+    with pytest.raises(CorruptDocument, match="entity"):
+        parse_bytes(laughs.encode("utf-8"))
+    # Other XML stays refused.
+    with pytest.raises(UnsupportedDocument, match="XML document"):
+        parse_bytes(b'<?xml version="1.0"?><catalog><book>x</book></catalog>')
+
+
+def _without_central_directory(data: bytes) -> bytes:
+    return data[: data.index(b"PK\x01\x02")]
+
+
+def test_packages_cut_before_their_directory_are_corrupt_not_unsupported() -> None:
+    """A ZIP without its central directory still names its parts: the error says the
+    file is a damaged EPUB/ODT/PPTX/XLSX, not an unsupported ZIP archive."""
+    odt = _odf(ODT, "<office:text><text:p>x</text:p></office:text>")
+    for data, kind in ((epub_bytes(), "EPUB"), (odt, "ODT"), (pptx_bytes(), "PPTX")):
+        with pytest.raises(CorruptDocument, match=f"{kind} is corrupt or truncated"):
+            parse_bytes(_without_central_directory(data))
+    with pytest.raises(CorruptDocument, match="XLSX is corrupt or truncated"):
+        parse_bytes(_without_central_directory(xlsx_bytes()))
+    with pytest.raises(UnsupportedDocument, match="a ZIP archive"):
+        parse_bytes(_without_central_directory(_zip({"notes.txt": "plain"})))
+
+
+def test_legacy_binary_office_files_are_told_apart() -> None:
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512)
+
+    def named(*streams: str) -> bytes:
+        return ole + b"".join(s.encode("utf-16-le") + bytes(2) for s in streams)
+
+    with pytest.raises(UnsupportedDocument, match=r"PowerPoint presentation \(\.ppt/\.pps\); "):
+        parse_bytes(named("PowerPoint Document", "Current User"))
+    with pytest.raises(UnsupportedDocument, match=r"Outlook message \(\.msg\); save it as \.eml"):
+        parse_bytes(named("__substg1.0_0037001F", "WordDocument"))
+    # A Word file with an embedded workbook is Word; a workbook with a slide is Excel.
+    assert sniff_content_type(named("WordDocument", "ObjectPool", "Workbook")) == (
+        "application/msword"
+    )
+    assert sniff_content_type(named("Workbook", "PowerPoint Document")) == (
+        "application/vnd.ms-excel"
+    )

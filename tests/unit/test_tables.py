@@ -1,9 +1,11 @@
-"""Tables stay tables: HTML and DOCX parse into Markdown table blocks, and the chunker
-keeps rows whole, repeating the header in every piece of a table it has to split."""
+"""Tables stay tables: HTML, DOCX, ODT and PPTX parse into Markdown table blocks (XLSX
+and ODS in test_formats, PDF in test_pdf_tables), and the chunker keeps rows whole,
+repeating the header in every piece of a table it has to split."""
 
 from __future__ import annotations
 
 import io
+import zipfile
 
 import docx
 
@@ -131,3 +133,71 @@ def test_docx_tables_in_document_order_between_paragraphs() -> None:
         ("table", "| Key | Value |\n|---|---|\n| acks | all |\n| retries | 5 nested text |"),
         ("paragraph", "After the table."),
     ]
+
+
+ODF_NS = (
+    'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+    'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+    'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0"'
+)
+
+
+def test_odt_tables_in_document_order_between_paragraphs() -> None:
+    """Written by hand as LibreOffice lays it out (no ODF writer in the dev tools)."""
+
+    def cell(text: str, extra: str = "") -> str:
+        return f"<table:table-cell{extra}><text:p>{text}</text:p></table:table-cell>"
+
+    rows = [("Key", "Value"), ("acks", "all"), ("retries", "5")]
+    table = (
+        '<table:table table:name="Settings"><table:table-column table:number-columns-'
+        'repeated="2"/><table:table-header-rows><table:table-row>'
+        + "".join(cell(text) for text in rows[0])
+        + "</table:table-row></table:table-header-rows>"
+        + "".join(
+            "<table:table-row>" + "".join(cell(text) for text in row) + "</table:table-row>"
+            for row in rows[1:]
+        )
+        + "</table:table>"
+    )
+    content = (
+        f'<?xml version="1.0"?><office:document-content {ODF_NS}><office:body><office:text>'
+        '<text:h text:outline-level="1">Producer</text:h><text:p>Before the table.</text:p>'
+        f"{table}<text:p>After the table.</text:p></office:text></office:body>"
+        "</office:document-content>"
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(
+            "mimetype", "application/vnd.oasis.opendocument.text", compress_type=zipfile.ZIP_STORED
+        )
+        archive.writestr("content.xml", content)
+    document = parse_bytes(buffer.getvalue(), "t.odt")
+    assert [(b.kind, b.text) for b in document.blocks] == [
+        ("heading", "Producer"),
+        ("paragraph", "Before the table."),
+        ("table", "| Key | Value |\n|---|---|\n| acks | all |\n| retries | 5 |"),
+        ("paragraph", "After the table."),
+    ]
+    assert document.blocks[2].heading_path == ("Producer",)
+
+
+def test_pptx_tables_on_their_slide_after_the_title() -> None:
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    deck = Presentation()
+    slide = deck.slides.add_slide(deck.slide_layouts[5])  # title only
+    slide.shapes.title.text = "Broker settings"
+    grid = slide.shapes.add_table(3, 2, Inches(1), Inches(2), Inches(6), Inches(2)).table
+    for r, row in enumerate([("Key", "Value"), ("acks", "all"), ("retries", "5 | 6")]):
+        for c, text in enumerate(row):
+            grid.cell(r, c).text = text
+    buffer = io.BytesIO()
+    deck.save(buffer)
+    document = parse_bytes(buffer.getvalue(), "t.pptx")
+    assert [(b.kind, b.text, b.page) for b in document.blocks] == [
+        ("heading", "Broker settings", 1),
+        ("table", "| Key | Value |\n|---|---|\n| acks | all |\n| retries | 5 \\| 6 |", 1),
+    ]
+    assert document.blocks[1].heading_path == ("Broker settings",)
