@@ -57,14 +57,7 @@ def up(
     resolved = resolve_addresses(base)
     migrations.upgrade(resolved.db_url)
     create_topics(resolved)
-    env = {
-        "RAGSTREAM_EMBEDDER": embedder,
-        "RAGSTREAM_KAFKA_BOOTSTRAP": resolved.bootstrap,
-        "RAGSTREAM_DATABASE_URL": resolved.db_url,
-        "RAGSTREAM_DATA_DIR": str(resolved.data_dir),
-        "RAGSTREAM_REPLICATION_FACTOR": str(resolved.replication_factor),
-        "RAGSTREAM_MIN_INSYNC_REPLICAS": str(resolved.min_insync_replicas),
-    }
+    env = worker_env(resolved)
     os.environ.update(env)
     roles = list(UP_ROLES)
     api_key = _ensure_api_key(resolved)
@@ -83,6 +76,8 @@ def up(
         f"workers    parse, chunk, finalize x{workers}, embed x{embed_workers or workers} "
         f"(supervisor pid {pid})"
     )
+    if resolved.s3_endpoint_url:
+        console.print(f"s3         {resolved.s3_endpoint_url}")
     console.print(f"embedder   {embedder}")
     console.print(f"logs       {resolved.data_dir / 'logs'}")
     console.print(f"api        {resolved.api_url}  (docs {resolved.api_url}/docs)")
@@ -160,3 +155,23 @@ def devstack_status(as_json: Annotated[bool, typer.Option("--json")] = False) ->
     Console().print(table)
     if not all(info["healthy"] for info in status.values()):
         raise typer.Exit(1)
+
+
+def worker_env(resolved: Settings) -> dict[str, str]:
+    """What the processes ``up`` starts must be told: the addresses it resolved (the
+    devstack's, S3Proxy's with its credentials included), not found again by each."""
+    env = {
+        "RAGSTREAM_EMBEDDER": resolved.embedder,
+        "RAGSTREAM_KAFKA_BOOTSTRAP": resolved.bootstrap,
+        "RAGSTREAM_DATABASE_URL": resolved.db_url,
+        "RAGSTREAM_DATA_DIR": str(resolved.data_dir),
+        "RAGSTREAM_REPLICATION_FACTOR": str(resolved.replication_factor),
+        "RAGSTREAM_MIN_INSYNC_REPLICAS": str(resolved.min_insync_replicas),
+    }
+    if resolved.s3_endpoint_url:
+        env["RAGSTREAM_S3_ENDPOINT_URL"] = resolved.s3_endpoint_url
+        if resolved.s3_access_key_id:
+            env["RAGSTREAM_S3_ACCESS_KEY_ID"] = resolved.s3_access_key_id
+        if resolved.s3_secret_access_key:
+            env["RAGSTREAM_S3_SECRET_ACCESS_KEY"] = resolved.s3_secret_access_key.get_secret_value()
+    return env
