@@ -23,6 +23,7 @@ from ragstream.parsing.sniff import (
     ODT,
     PDF,
     PNG,
+    PPT,
     PPTX,
     RTF,
     TEXT,
@@ -111,6 +112,10 @@ def _dispatch_office(content_type: str, data: bytes) -> ParsedDocument:
         from ragstream.parsing.doc import parse_doc
 
         return parse_doc(data)
+    if content_type == PPT:
+        from ragstream.parsing.ppt import parse_ppt
+
+        return parse_ppt(data)
     if content_type == XLS:
         from ragstream.parsing.xls import parse_xls
 

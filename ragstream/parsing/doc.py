@@ -1,8 +1,7 @@
 """Legacy Word (.doc, Word 6-2003) through Debian's ``antiword``, run as a program.
 
-antiword needs a seekable file, and the sandbox writes no files: the bytes go into an
-anonymous memory file passed to the child as a descriptor. Without antiword the
-document is refused with the fix in the message.
+antiword gets the bytes as an in-memory file (:mod:`ragstream.parsing.tool`). Without
+antiword the document is refused with the fix in the message.
 
 antiword refuses a document whose ``WordDocument`` stream is under 4 KiB (kept in
 the compound file's mini stream, which it cannot read): short letters and forms,
@@ -13,15 +12,13 @@ compound-file reader: the text is at most a few KiB, in one or a few pieces.
 from __future__ import annotations
 
 import io
-import os
 import re
-import shutil
 import struct
-import subprocess
 
 from ragstream.documents import ParsedDocument
-from ragstream.errors import CorruptDocument, ParserLimitExceeded, UnsupportedDocument
+from ragstream.errors import CorruptDocument, UnsupportedDocument
 from ragstream.parsing.text import parse_text
+from ragstream.parsing.tool import run_tool
 
 DOC = "application/msword"
 PARSER = "antiword"
@@ -69,29 +66,15 @@ def parse_doc(data: bytes) -> ParsedDocument:
     small = _small_streams(data)
     if small is not None:
         return _parse_small(*small)
-    binary = shutil.which("antiword")
-    if binary is None:
-        raise UnsupportedDocument(NOT_INSTALLED)
-    fd = os.memfd_create("document.doc")
-    try:
-        os.write(fd, data)
-        result = subprocess.run(
-            [binary, "-w", "0", "-m", "UTF-8.txt", f"/proc/self/fd/{fd}"],
-            pass_fds=(fd,),
-            capture_output=True,
-            timeout=TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise ParserLimitExceeded(f"parse: antiword took longer than {TIMEOUT_S:g} s") from None
-    except OSError as exc:
-        raise UnsupportedDocument(f"{NOT_INSTALLED} ({exc})") from None
-    finally:
-        os.close(fd)
-    if result.returncode != 0:
-        detail = result.stderr.decode("utf-8", "replace").strip().replace(f"/proc/self/fd/{fd}", "")
-        raise CorruptDocument(f"DOC could not be read: {detail[:200] or 'antiword failed'}")
-    plain = parse_text(result.stdout.decode("utf-8", "replace"))
+    out = run_tool(
+        "antiword",
+        ["-w", "0", "-m", "UTF-8.txt"],
+        data,
+        timeout_s=TIMEOUT_S,
+        missing=NOT_INSTALLED,
+        what="DOC",
+    )
+    plain = parse_text(out.decode("utf-8", "replace"))
     return ParsedDocument(
         blocks=plain.blocks, content_type=DOC, parser=PARSER, parser_version=PARSER_VERSION
     )

@@ -33,12 +33,13 @@ RTF = "application/rtf"
 EML = "message/rfc822"
 XLS = "application/vnd.ms-excel"
 DOC = "application/msword"
+PPT = "application/vnd.ms-powerpoint"
 # Word 2003 XML ("WordprocessingML"), saved by Word 2003-2010 as .xml or .doc.
 WORDML = "application/vnd.ms-wordml"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _OLE_UNKNOWN = (
-    "a legacy binary PowerPoint or Outlook file (.ppt/.msg); "
-    "save it as .pptx, or the message as .eml"
+    "an OLE compound file that is no Word, Excel or PowerPoint document (an Outlook "
+    ".msg, or another program's file); save it as .docx, .xlsx or .pptx, a message as .eml"
 )
 # Stream names in the OLE directory (UTF-16) that tell the legacy formats apart.
 _MSG_STREAM = "__substg1.0_".encode("utf-16-le")
@@ -46,7 +47,6 @@ _PPT_STREAM = "PowerPoint Document".encode("utf-16-le")
 _WORD_STREAM = "WordDocument".encode("utf-16-le")
 _WORD_OBJECTS = "ObjectPool".encode("utf-16-le")
 _MSG = "an Outlook message (.msg); save it as .eml"
-_PPT = "a legacy binary PowerPoint presentation (.ppt/.pps); save it as .pptx"
 _WORDML_MARKS = ('progid="word.document"', "<w:worddocument", "/office/word/2003/wordml")
 _EML_HEADER = re.compile(
     rb"(?:from|to|subject|date|message-id|received|return-path|mime-version|reply-to"
@@ -357,7 +357,7 @@ def _sniff_ole(data: bytes) -> str:
     if word:
         return DOC
     if _PPT_STREAM in data:
-        raise _unsupported(_PPT)
+        return PPT
     raise _unsupported(_OLE_UNKNOWN)
 
 

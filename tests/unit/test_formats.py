@@ -12,7 +12,7 @@ import pytest
 
 from ragstream.errors import CorruptDocument, UnsupportedDocument
 from ragstream.parsing import parse_bytes, parse_document, sniff_content_type
-from ragstream.parsing.sniff import EML, EPUB, ODP, ODS, ODT, PPTX, RTF, XLSX
+from ragstream.parsing.sniff import EML, EPUB, ODP, ODS, ODT, PPT, PPTX, RTF, XLSX
 
 ODF_NS = (
     'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
@@ -241,7 +241,7 @@ def test_eml_nesting_is_capped() -> None:
 
 def test_legacy_office_refused_with_the_fix() -> None:
     ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512)
-    with pytest.raises(UnsupportedDocument, match=r"save it as \.pptx"):
+    with pytest.raises(UnsupportedDocument, match=r"save it as \.docx, \.xlsx or \.pptx"):
         parse_bytes(ole)
     # A Word stream name makes it a .doc for antiword, which refuses this garbage.
     word = ole + "WordDocument".encode("utf-16-le") + bytes(512)
@@ -536,8 +536,7 @@ def test_legacy_binary_office_files_are_told_apart() -> None:
     def named(*streams: str) -> bytes:
         return ole + b"".join(s.encode("utf-16-le") + bytes(2) for s in streams)
 
-    with pytest.raises(UnsupportedDocument, match=r"PowerPoint presentation \(\.ppt/\.pps\); "):
-        parse_bytes(named("PowerPoint Document", "Current User"))
+    assert sniff_content_type(named("PowerPoint Document", "Current User")) == PPT
     with pytest.raises(UnsupportedDocument, match=r"Outlook message \(\.msg\); save it as \.eml"):
         parse_bytes(named("__substg1.0_0037001F", "WordDocument"))
     # A Word file with an embedded workbook is Word; a workbook with a slide is Excel.
@@ -547,3 +546,47 @@ def test_legacy_binary_office_files_are_told_apart() -> None:
     assert sniff_content_type(named("Workbook", "PowerPoint Document")) == (
         "application/vnd.ms-excel"
     )
+
+
+def _ppt(*slides: tuple[str, ...]) -> bytes:
+    """A PowerPoint 97-2003 file: a SlideListWithText with one SlidePersistAtom per
+    slide, each followed by its texts (title first), as PowerPoint writes them."""
+
+    def record(kind: int, body: bytes, version: int = 0) -> bytes:
+        return struct.pack("<HHI", version, kind, len(body)) + body
+
+    texts = b""
+    for slide in slides:
+        texts += record(0x03F3, bytes(20))  # SlidePersistAtom: a new slide
+        for i, text in enumerate(slide):
+            texts += record(0x0F9F, struct.pack("<I", 0 if i == 0 else 1))  # title, body
+            if text.isascii():
+                texts += record(0x0FA8, text.encode("latin-1"))  # TextBytesAtom
+            else:
+                texts += record(0x0FA0, text.encode("utf-16-le"))  # TextCharsAtom
+    document = record(0x03E9, bytes(40)) + record(0x0FF0, texts, version=0xF)
+    stream = record(0x03E8, document, version=0xF)
+    return _compound_file({"PowerPoint Document": stream, "Current User": bytes(20)})
+
+
+def test_legacy_ppt_slides_become_pages_with_their_titles_as_headings() -> None:
+    data = _ppt(
+        ("Harbour tides", "Spring tides peak two days after the full moon \u2013 \u00fcber"),
+        ("Lock gates", "The keeper opens the upper gates.", "Then the lower ones."),
+    )
+    document = parse_document(data, filename="deck.ppt", timeout_s=30, memory_mb=512)
+    assert document.content_type == PPT and document.parser == "catppt"
+    assert document.page_count == 2
+    assert [(b.kind, b.text, b.page) for b in document.blocks] == [
+        ("heading", "Harbour tides", 1),
+        ("paragraph", "Spring tides peak two days after the full moon \u2013 \u00fcber", 1),
+        ("heading", "Lock gates", 2),
+        ("paragraph", "The keeper opens the upper gates.", 2),
+        ("paragraph", "Then the lower ones.", 2),
+    ]
+    assert document.blocks[3].heading_path == ("Lock gates",)
+
+
+def test_a_ppt_without_text_fails_with_the_fix() -> None:
+    with pytest.raises(CorruptDocument, match=r"no extractable text .* save it as \.pptx"):
+        parse_bytes(_ppt())
