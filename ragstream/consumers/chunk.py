@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 from sqlalchemy import delete
 
 from ragstream import crypto, ids, textsearch
-from ragstream.chunking import CHUNKER_VERSION, ChunkerConfig, chunk_document
+from ragstream.chunking import CHUNKER_VERSION, Chunk, ChunkerConfig, chunk_document
 from ragstream.consumers.base import Incoming, Stage, StageContext, StageOutput
 from ragstream.db import blobs, purge
 from ragstream.db.models import ChunkBuffer
@@ -51,69 +52,91 @@ class ChunkStage(Stage):
         chunks = chunk_document(
             parsed, self.config, self.count_tokens, count_tokens_batch=self.count_tokens_batch
         )
-        document_id = uuid.UUID(event.document_id)
-        job_id = uuid.UUID(event.job_id)
-        text_search_config = textsearch.detect_config_of(parsed)
-        chunk_ids = [ids.chunk_id(document_id, CHUNKER_VERSION, c.index) for c in chunks]
-        out = StageOutput()
-        # A re-chunk with another chunker replaces the document's chunks, never adds to them.
-        out.statements.append(
-            delete(ChunkBuffer).where(
-                ChunkBuffer.document_id == document_id, ChunkBuffer.id.not_in(chunk_ids)
+        return chunked_output(
+            ctx,
+            event,
+            message,
+            key,
+            chunks,
+            config_hash=self.config_hash,
+            text_search_config=textsearch.detect_config_of(parsed),
+        )
+
+
+def chunked_output(
+    names: outgoing.TopicNames,
+    event: DocumentParsed,
+    source: Incoming,
+    key: crypto.Key,
+    chunks: Sequence[Chunk],
+    *,
+    config_hash: str,
+    text_search_config: str,
+) -> StageOutput:
+    """The writes and events of a chunked document (no I/O): its chunk rows (and the
+    removal of rows another chunker left), one sealed event per chunk, ``chunked``."""
+    document_id = uuid.UUID(event.document_id)
+    job_id = uuid.UUID(event.job_id)
+    chunk_ids = [ids.chunk_id(document_id, CHUNKER_VERSION, c.index) for c in chunks]
+    out = StageOutput()
+    # A re-chunk with another chunker replaces the document's chunks, never adds to them.
+    out.statements.append(
+        delete(ChunkBuffer).where(
+            ChunkBuffer.document_id == document_id, ChunkBuffer.id.not_in(chunk_ids)
+        )
+    )
+    now = utc_now()
+    for chunk, chunk_id in zip(chunks, chunk_ids, strict=True):
+        out.upserts.append(
+            (
+                ChunkBuffer,
+                {
+                    "id": chunk_id,
+                    "document_id": document_id,
+                    "job_id": job_id,
+                    "chunk_index": chunk.index,
+                    "text": chunk.text,
+                    "token_count": chunk.token_count,
+                    "pages": list(chunk.pages),
+                    "heading_path": list(chunk.heading_path),
+                    "chunker_version": CHUNKER_VERSION,
+                    "chunker_config_hash": config_hash,
+                    "parser": event.parser,
+                    "parser_version": event.parser_version,
+                    "text_search_config": text_search_config,
+                    "source_topic": source.topic,
+                    "source_partition": source.partition,
+                    "source_offset": source.offset,
+                },
             )
         )
-        now = utc_now()
-        for chunk, chunk_id in zip(chunks, chunk_ids, strict=True):
-            out.upserts.append(
-                (
-                    ChunkBuffer,
-                    {
-                        "id": chunk_id,
-                        "document_id": document_id,
-                        "job_id": job_id,
-                        "chunk_index": chunk.index,
-                        "text": chunk.text,
-                        "token_count": chunk.token_count,
-                        "pages": list(chunk.pages),
-                        "heading_path": list(chunk.heading_path),
-                        "chunker_version": CHUNKER_VERSION,
-                        "chunker_config_hash": self.config_hash,
-                        "parser": event.parser,
-                        "parser_version": event.parser_version,
-                        "text_search_config": text_search_config,
-                        "source_topic": message.topic,
-                        "source_partition": message.partition,
-                        "source_offset": message.offset,
-                    },
-                )
-            )
-            out.events.append(
-                outgoing.chunk_created(
-                    ctx,
-                    key=key,
-                    chunk_id=chunk_id,
-                    document_id=document_id,
-                    job_id=job_id,
-                    tenant=event.tenant,
-                    chunk_index=chunk.index,
-                    chunk_count=len(chunks),
-                    text=chunk.text,
-                    token_count=chunk.token_count,
-                    pages=chunk.pages,
-                    heading_path=chunk.heading_path,
-                    chunker_version=CHUNKER_VERSION,
-                    chunker_config_hash=self.config_hash,
-                    parser=event.parser,
-                    parser_version=event.parser_version,
-                    created_at=now,
-                )
-            )
-        out.transitions.append(
-            Transition(
-                document_id,
-                job_id,
-                DocumentStatus.CHUNKED,
-                {"chunk_count": len(chunks), "text_search_config": text_search_config},
+        out.events.append(
+            outgoing.chunk_created(
+                names,
+                key=key,
+                chunk_id=chunk_id,
+                document_id=document_id,
+                job_id=job_id,
+                tenant=event.tenant,
+                chunk_index=chunk.index,
+                chunk_count=len(chunks),
+                text=chunk.text,
+                token_count=chunk.token_count,
+                pages=chunk.pages,
+                heading_path=chunk.heading_path,
+                chunker_version=CHUNKER_VERSION,
+                chunker_config_hash=config_hash,
+                parser=event.parser,
+                parser_version=event.parser_version,
+                created_at=now,
             )
         )
-        return out
+    out.transitions.append(
+        Transition(
+            document_id,
+            job_id,
+            DocumentStatus.CHUNKED,
+            {"chunk_count": len(chunks), "text_search_config": text_search_config},
+        )
+    )
+    return out

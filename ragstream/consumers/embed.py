@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import Counter
 from sqlalchemy import Connection, select
@@ -170,49 +170,64 @@ class EmbedStage(Stage):
         ctx: StageContext,
         out: StageOutput,
     ) -> None:
-        model, version = embedder.name, embedder.version
         vectors = self._vectors(embedder, [e.text for e in events], ctx, out)
-        now = utc_now()
-        for message, event in zip(batch, events, strict=True):
-            vector = vectors[cache_key(model, version, event.text)]
-            chunk_id = uuid.UUID(event.chunk_id)
-            embedding_id = ids.embedding_id(chunk_id, model)
-            out.upserts.append(
-                (
-                    VectorBuffer,
-                    {
-                        "id": embedding_id,
-                        "chunk_id": chunk_id,
-                        "document_id": uuid.UUID(event.document_id),
-                        "job_id": uuid.UUID(event.job_id),
-                        "model": model,
-                        "model_version": version,
-                        "dimensions": embedder.dimensions,
-                        "served_model_id": embedder.served_model_id,
-                        "text_sha256": hashlib.sha256(event.text.encode()).hexdigest(),
-                        "chunker_version": event.chunker_version,
-                        "chunker_config_hash": event.chunker_config_hash,
-                        "parser": event.parser,
-                        "parser_version": event.parser_version,
-                        "embedding": list(vector),
-                        "source_topic": message.topic,
-                        "source_partition": message.partition,
-                        "source_offset": message.offset,
-                    },
-                )
-            )
-            if emits:
-                out.events.append(
-                    outgoing.chunk_embedded(
-                        ctx,
-                        event,
-                        embedding_id=embedding_id,
-                        model=model,
-                        model_version=version,
-                        vector=vector,
-                        embedded_at=now,
-                    )
-                )
+        out.extend(embedded_output(ctx, embedder, emits, batch, events, vectors))
 
     def process_one(self, message: Incoming, ctx: StageContext) -> StageOutput:
         return self.process_current([message], ctx)
+
+
+def embedded_output(
+    names: outgoing.TopicNames,
+    embedder: Embedder,
+    emits: bool,
+    batch: Sequence[Incoming],
+    events: Sequence[ChunkCreated],
+    vectors: Mapping[str, Sequence[float]],
+) -> StageOutput:
+    """The vector rows of a batch for one model (no I/O; ``vectors`` by cache key), and,
+    for the active model (``emits``), one ``ChunkEmbedded`` per chunk."""
+    model, version = embedder.name, embedder.version
+    out = StageOutput()
+    now = utc_now()
+    for message, event in zip(batch, events, strict=True):
+        vector = vectors[cache_key(model, version, event.text)]
+        chunk_id = uuid.UUID(event.chunk_id)
+        embedding_id = ids.embedding_id(chunk_id, model)
+        out.upserts.append(
+            (
+                VectorBuffer,
+                {
+                    "id": embedding_id,
+                    "chunk_id": chunk_id,
+                    "document_id": uuid.UUID(event.document_id),
+                    "job_id": uuid.UUID(event.job_id),
+                    "model": model,
+                    "model_version": version,
+                    "dimensions": embedder.dimensions,
+                    "served_model_id": embedder.served_model_id,
+                    "text_sha256": hashlib.sha256(event.text.encode()).hexdigest(),
+                    "chunker_version": event.chunker_version,
+                    "chunker_config_hash": event.chunker_config_hash,
+                    "parser": event.parser,
+                    "parser_version": event.parser_version,
+                    "embedding": list(vector),
+                    "source_topic": message.topic,
+                    "source_partition": message.partition,
+                    "source_offset": message.offset,
+                },
+            )
+        )
+        if emits:
+            out.events.append(
+                outgoing.chunk_embedded(
+                    names,
+                    event,
+                    embedding_id=embedding_id,
+                    model=model,
+                    model_version=version,
+                    vector=vector,
+                    embedded_at=now,
+                )
+            )
+    return out
