@@ -8,7 +8,11 @@ limit, inside the document's.
 
 Languages come from ``RAGSTREAM_OCR_LANGUAGES`` (Tesseract codes joined by
 ``+``); those whose data is not installed are left out, so a partial install
-still reads what it can.
+still reads what it can. Before reading a page, Tesseract's orientation and
+script detection (OSD, when its data is installed) looks at it: a page on its
+side or upside down is turned upright, and a page in a script none of the
+configured languages writes (Hebrew, Devanagari, Hangul, Arabic, Han, ...) is
+read with the installed languages of that script, plus English.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import re
 import shutil
 import subprocess
 import warnings
+from dataclasses import dataclass
 from functools import cache
 
 from PIL import Image
@@ -37,6 +42,42 @@ NOT_INSTALLED = (
     "apt-get install tesseract-ocr tesseract-ocr-eng (plus tesseract-ocr-<lang> per language)"
 )
 _HYPHENATED = re.compile(r"(\w)-\n(\w)")
+OSD_TIMEOUT_S = 20.0
+# OSD's confidence below which its orientation or script is not acted on.
+MIN_ORIENTATION_CONFIDENCE = 2.0
+MIN_SCRIPT_CONFIDENCE = 2.0
+# Tesseract's script names (as OSD reports them) and the languages that write them.
+SCRIPT_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "Arabic": ("ara", "fas", "urd"),
+    "Armenian": ("hye",),
+    "Bengali": ("ben", "asm"),
+    "Cyrillic": ("rus", "ukr", "bel", "bul", "srp", "mkd"),
+    "Devanagari": ("hin", "mar", "nep", "san"),
+    "Ethiopic": ("amh",),
+    "Georgian": ("kat",),
+    "Greek": ("ell",),
+    "Gujarati": ("guj",),
+    "Gurmukhi": ("pan",),
+    "Han": ("chi_sim", "chi_tra", "jpn"),
+    "HanS": ("chi_sim",),
+    "HanT": ("chi_tra",),
+    "Hangul": ("kor",),
+    "Hebrew": ("heb", "yid"),
+    "Japanese": ("jpn",),
+    "Kannada": ("kan",),
+    "Katakana": ("jpn",),
+    "Hiragana": ("jpn",),
+    "Khmer": ("khm",),
+    "Lao": ("lao",),
+    "Malayalam": ("mal",),
+    "Myanmar": ("mya",),
+    "Oriya": ("ori",),
+    "Sinhala": ("sin",),
+    "Tamil": ("tam",),
+    "Telugu": ("tel",),
+    "Thai": ("tha",),
+    "Tibetan": ("bod",),
+}
 
 
 @cache
@@ -104,14 +145,19 @@ def read_image(image: Image.Image, *, page: int) -> str:
     """``page`` only names the page (or image) in a timeout's message."""
     if image.mode not in ("L", "RGB", "1"):
         image = image.convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    lang = languages()
     dpi = _dpi(image)
+    png = _png(image)
+    lang = languages()
+    found = _osd(png, dpi, page=page)
+    if found is not None:
+        if found.rotate and found.orientation_confidence >= MIN_ORIENTATION_CONFIDENCE:
+            png = _png(image.rotate(-found.rotate, expand=True, fillcolor=_white(image)))
+        if found.script_confidence >= MIN_SCRIPT_CONFIDENCE:
+            lang = languages_for(found.script, lang)
     try:
         out = _run(
             ["stdin", "stdout", "-l", lang, "--dpi", str(dpi)],
-            buffer.getvalue(),
+            png,
             timeout_s=PAGE_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
@@ -119,6 +165,78 @@ def read_image(image: Image.Image, *, page: int) -> str:
             f"parse: OCR of page {page} took longer than {PAGE_TIMEOUT_S:g} s"
         ) from None
     return out.decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class Osd:
+    """What Tesseract's orientation and script detection says of a page."""
+
+    rotate: int  # degrees clockwise that make it upright
+    orientation_confidence: float
+    script: str
+    script_confidence: float
+
+
+def parse_osd(text: str) -> Osd | None:
+    """Tesseract's ``--psm 0`` report, or None when it holds no verdict."""
+    fields = dict(
+        (key.strip(), value.strip())
+        for key, _, value in (line.partition(":") for line in text.splitlines())
+        if value
+    )
+    try:
+        return Osd(
+            int(fields["Rotate"]) % 360,
+            float(fields["Orientation confidence"]),
+            fields["Script"],
+            float(fields["Script confidence"]),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def languages_for(script: str, configured: str) -> str:
+    """The languages to read a page of ``script`` with: the configured ones when one of
+    them writes it (or it is Latin, or unknown here), else the installed languages of
+    that script plus English; the configured ones when none is installed."""
+    wanted = SCRIPT_LANGUAGES.get(script)
+    if not wanted or set(wanted) & set(configured.split("+")):
+        return configured
+    installed = _installed()
+    chosen = [lang for lang in wanted if lang in installed]
+    if not chosen:
+        return configured
+    return "+".join([*chosen, *(["eng"] if "eng" in installed else [])])
+
+
+def _osd(png: bytes, dpi: int, *, page: int) -> Osd | None:
+    """The page's orientation and script, when OSD's data is installed and it can tell
+    (a page with too little text is read as it is)."""
+    if "osd" not in _installed():
+        return None
+    try:
+        out = _run(
+            ["stdin", "stdout", "--psm", "0", "-l", "osd", "--dpi", str(dpi)],
+            png,
+            timeout_s=OSD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise ParserLimitExceeded(
+            f"parse: OCR's script detection on page {page} took longer than {OSD_TIMEOUT_S:g} s"
+        ) from None
+    except UnsupportedDocument:
+        return None  # "too few characters": nothing to turn, the configured languages
+    return parse_osd(out.decode("utf-8", "replace"))
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def _white(image: Image.Image) -> int | tuple[int, int, int]:
+    return (255, 255, 255) if image.mode == "RGB" else 255
 
 
 def _dpi(image: Image.Image) -> int:

@@ -150,3 +150,45 @@ def test_pdf_parts_merge_keeps_ocr_blocks_and_the_ocr_lineage() -> None:
 def test_a_broken_image_is_a_corrupt_document(data: bytes) -> None:
     with pytest.raises(CorruptDocument, match=r"^image is corrupt or truncated"):
         parse_bytes(data, "report.pdf")
+
+
+HEBREW = ("שלום עולם זהו מסמך סרוק", "המסמך נכתב בעברית ונקרא בזיהוי תווים")
+DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"  # Debian's fonts-dejavu-core
+
+
+def test_a_page_in_another_script_is_read_with_that_scripts_languages() -> None:
+    """Hebrew, which none of the configured languages writes: OSD names the script and
+    the page is read with the installed Hebrew data, not as Latin or Cyrillic junk."""
+    assert "heb" not in ocr.languages().split("+")
+    font = ImageFont.truetype(DEJAVU, 44)
+    image = Image.new("L", (1400, 300), 255)
+    draw = ImageDraw.Draw(image)
+    for i, line in enumerate(HEBREW):
+        # Drawn right to left, as a printed page shows it (Pillow draws code points left to right).
+        draw.text((60, 60 + 100 * i), line[::-1], fill=0, font=font)
+    text = parse_bytes(encode(image, "PNG"), "scan.png").text
+    letters = [c for c in text if c.isalpha()]
+    hebrew = [c for c in letters if "\u0590" <= c <= "\u05ff"]
+    assert len(hebrew) >= 0.9 * len(letters) and len(hebrew) >= 40, text
+    found = set(text.split()) | {w[::-1] for w in text.split()}  # either reading order
+    assert {"שלום", "עולם", "מסמך", "בעברית"} <= found, text
+
+
+def test_a_page_on_its_side_is_turned_upright_before_it_is_read() -> None:
+    lines = (FIRST, SECOND, "The ferry leaves the quay at nine sharp")
+    sideways = scan(*lines).rotate(90, expand=True, fillcolor=255)
+    document = parse_bytes(encode(sideways, "PNG"), "sideways.png")
+    assert words(FIRST) | words(SECOND) <= words(document.text), document.text
+
+
+def test_the_osd_report_is_read_and_a_script_maps_to_installed_languages() -> None:
+    report = (
+        "Page number: 0\nOrientation in degrees: 270\nRotate: 90\n"
+        "Orientation confidence: 3.85\nScript: Hebrew\nScript confidence: 3.33\n"
+    )
+    assert ocr.parse_osd(report) == ocr.Osd(90, 3.85, "Hebrew", 3.33)
+    assert ocr.parse_osd("Too few characters. Skipping this page") is None
+    assert ocr.languages_for("Hebrew", "eng+deu") == "heb+eng"
+    assert ocr.languages_for("Latin", "eng+deu") == "eng+deu"
+    assert ocr.languages_for("Cyrillic", "eng+rus") == "eng+rus"  # configured already
+    assert ocr.languages_for("Tibetan", "eng+deu") == "eng+deu"  # none installed
