@@ -31,7 +31,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,15 +40,16 @@ from typing import Any, TypeVar
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from ragstream import topology, tracing
-from ragstream.consumers import metrics
+from ragstream.consumers import decode, metrics
 from ragstream.consumers.base import Failure, Incoming, Stage, StageOutput
 from ragstream.consumers.feed import PAUSE_AFTER_S, PartitionFeed
 from ragstream.consumers.health import HealthServer, refresh_lag
 from ragstream.consumers.offsets import OffsetBook, Position
 from ragstream.consumers.outage import OutageAlert
+from ragstream.consumers.probe import DependencyProbe
 from ragstream.context import StageContext
 from ragstream.db import repository
 from ragstream.db.repository import Transition
@@ -57,13 +57,9 @@ from ragstream.deadletter import DeadLetter, attempt_of, dead_letter_headers
 from ragstream.embedding.base import Embedder
 from ragstream.errors import (
     Action,
-    DependencyUnavailable,
-    InvalidEvent,
     PermanentError,
     RetryPolicy,
-    UndecodableEvent,
     as_permanent,
-    is_retryable,
 )
 from ragstream.logs import message_fields
 from ragstream.producers.producer import EventProducer
@@ -74,11 +70,6 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 __all__ = ["PAUSE_AFTER_S", "RunStats", "StageRunner"]
-
-UUID_FIELDS = ("document_id", "job_id", "chunk_id", "embedding_id")
-"""Event fields that must hold a UUID: one that does not makes the event invalid."""
-EMBEDDER_PROBE = "ragstream dependency probe"
-"""What the runner asks a stage's embedder to embed to learn whether it answers."""
 
 
 @dataclass
@@ -126,6 +117,19 @@ class StageRunner:
         )
         self.offsets = OffsetBook()
         self.outage = OutageAlert(stage.name, self.engine)
+        self.probe = DependencyProbe(
+            stage.name,
+            engine,
+            [self.input_topic, self.dlq_topic]
+            + ([settings.topic(self.spec.output_topic)] if self.spec.output_topic else []),
+            lambda topic: self.consumer.list_topics(topic, timeout=5),
+            lambda: (
+                embedder
+                if isinstance(embedder := getattr(stage, "embedder", None), Embedder)
+                else None
+            ),
+            self.outage,
+        )
         self.policy = RetryPolicy(
             initial_s=settings.retry_backoff_initial_s,
             max_s=settings.retry_backoff_max_s,
@@ -297,7 +301,7 @@ class StageRunner:
                     exc,
                     attempt=attempt,
                     messages=len(batch),
-                    dependencies_answer=self._dependencies_answer,
+                    dependencies_answer=self.probe,
                 )
                 if decision.action is Action.RAISE:
                     raise
@@ -342,39 +346,18 @@ class StageRunner:
         return True
 
     def _decode(self, msg: Message) -> Incoming:
-        key, value = msg.key(), msg.value()
-        incoming = Incoming(
-            topic=msg.topic() or "",
-            partition=msg.partition() or 0,
-            offset=msg.offset() or 0,
-            key=key.encode() if isinstance(key, str) else key,
-            value=value.encode() if isinstance(value, str) else value,
-            headers=_headers(msg),
-        )
-        if incoming.value is not None:  # a null value is a tombstone: nothing to do, not poison
+        m = decode.incoming(msg)
+        if m.value is not None:  # a null value is a tombstone: nothing to do, not poison
             try:
-                self._decode_event(incoming)
+                self._decode_event(m)
             except Exception as exc:  # a dependency of the codec: decoded again when retried
                 log.info("decode_deferred", stage=self.stage.name, error=str(exc)[:300])
-        return incoming
+        return m
 
     def _decode_event(self, m: Incoming) -> None:
-        """Set ``m.event``, or note why ``m`` is a failure; a retryable error propagates."""
-        try:
-            event = self.ctx.codec.decode(m.value, self.stage.consumes)  # type: ignore[arg-type]
-        except Exception as exc:
-            if is_retryable(exc):
-                raise
-            self._rejected[_position(m)] = as_permanent(exc) or UndecodableEvent(
-                f"{type(exc).__name__}: {str(exc)[:1000]}"
-            )
-            return
-        wrong = _wrong_ids(event)
-        if wrong:
-            self._rejected[_position(m)] = InvalidEvent(wrong)
-            if any(name in wrong for name in ("document_id", "job_id")):
-                return  # no document to mark failed: the event stays unread
-        m.event = event
+        rejected = decode.decode(m, self.ctx.codec, self.stage.consumes)
+        if rejected is not None:
+            self._rejected[_position(m)] = rejected
 
     def _process_and_publish(self, batch: list[Incoming], dead: PermanentError | None) -> None:
         if dead is not None:  # one message that keeps failing: dead-letter it
@@ -403,46 +386,6 @@ class StageRunner:
         self.stats.failed += len(out.failures)
         metrics.MESSAGES.labels(self.stage.name, "processed").inc(len(batch) - len(out.failures))
         metrics.MESSAGES.labels(self.stage.name, "dlq").inc(len(out.failures))
-
-    def _dependencies_answer(self) -> bool:
-        """Whether everything the stage needs answers right now.
-
-        The database; the broker, with the input, output and DLQ topics each
-        having a leader for every partition; and the stage's embedder when it
-        has one (asked to embed a probe text). While any of them does not
-        answer, a failing batch is the dependency's fault, not its messages'.
-        """
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            for topic in self._topics_written_or_read:
-                self._check_topic(topic)
-            embedder = getattr(self.stage, "embedder", None)
-            if isinstance(embedder, Embedder):
-                embedder.embed([EMBEDDER_PROBE])
-        except Exception as exc:  # any failure means: not the message's fault, keep retrying
-            if as_permanent(exc) is not None:  # the probe itself refused: that is an answer
-                return True
-            log.info("dependency_down", stage=self.stage.name, error=str(exc)[:300])
-            self.outage.down(str(exc), time.monotonic())
-            return False
-        return True
-
-    @property
-    def _topics_written_or_read(self) -> list[str]:
-        output = self.spec.output_topic
-        return [self.input_topic, self.dlq_topic] + (
-            [self.settings.topic(output)] if output else []
-        )
-
-    def _check_topic(self, topic: str) -> None:
-        """Raise unless ``topic`` exists and every partition of it has a leader."""
-        found = self.consumer.list_topics(topic, timeout=5).topics.get(topic)
-        if found is None or found.error is not None or not found.partitions:
-            raise DependencyUnavailable(f"topic {topic} unavailable: {found and found.error}")
-        leaderless = [p.id for p in found.partitions.values() if p.error or p.leader < 0]
-        if leaderless:
-            raise DependencyUnavailable(f"topic {topic}: no leader for partitions {leaderless}")
 
     def _mark_started(self, batch: list[Incoming]) -> None:
         status = self.stage.started_status
@@ -576,28 +519,15 @@ def _failure(m: Incoming, error: PermanentError) -> StageOutput:
     return StageOutput(failures=[Failure(m, error)])
 
 
+def _embedder_of(stage: Stage) -> Embedder | None:
+    """The stage's embedder once set up (the embed stage's), for the dependency probe."""
+    embedder = getattr(stage, "embedder", None)
+    return embedder if isinstance(embedder, Embedder) else None
+
+
 def _document(m: Incoming) -> str | None:
     return str(m.document_id) if m.document_id else None
 
 
-def _headers(msg: Message) -> list[tuple[str, bytes]]:
-    raw = msg.headers() or []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return [(k, v.encode() if isinstance(v, str) else v or b"") for k, v in pairs]
-
-
 def _position(m: Incoming) -> Position:
     return (m.topic, m.partition, m.offset)
-
-
-def _wrong_ids(event: object) -> str | None:
-    """What is wrong with the event's ids, if anything."""
-    for name in UUID_FIELDS:
-        raw = getattr(event, name, None)
-        if raw is None:
-            continue
-        try:
-            uuid.UUID(raw)
-        except (ValueError, TypeError, AttributeError):
-            return f"{name} {str(raw)[:100]!r} is not a UUID"
-    return None
