@@ -75,12 +75,29 @@ RUN if ls /wheels/*.whl >/dev/null 2>&1; then export PIP_NO_INDEX=1 PIP_FIND_LIN
     && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 # The ONNX graph of the model, built once here from its weights, so that no
-# container builds it at start (the cache is read-only at run time).
+# container builds it at start (the cache is read-only at run time). Without
+# torch nothing else reads the weights: they are replaced by their sha256 (the
+# graph's cache key and the model's version), 87 MB less.
 RUN mkdir -p /opt/ragstream/cache; \
     case ",$EXTRAS," in *,onnx,*) \
       RAGSTREAM_CACHE_DIR=/opt/ragstream/cache RAGSTREAM_EMBED_RUNTIME=onnx python3 -c \
         'from ragstream.embedding import make_embedder; from ragstream.settings import Settings; make_embedder(Settings(embedder="minilm"))' ;; \
-    esac
+    esac; \
+    case ",$EXTRAS," in *,onnx,*) case ",$EXTRAS," in *,minilm,*) ;; *) \
+      python3 -c 'from ragstream.embedding import onnx_runtime as o; o.shed_weights(o.bundled_model()[0])' ;; \
+    esac ;; esac
+
+# What the roles never use: the installers (no pip at run time), the Hugging Face
+# hub's download accelerator (nothing is downloaded), and botocore's models of
+# the AWS services other than S3 and the credential services (~28 MB of JSON).
+# hadolint ignore=SC2046
+RUN site=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+    find "$site/botocore/data" -mindepth 1 -maxdepth 1 -type d \
+      ! -name s3 ! -name sts ! -name sso ! -name sso-oidc -exec rm -rf {} +; \
+    python3 -m pip uninstall -q -y hf_xet setuptools wheel >/dev/null 2>&1 || true; \
+    python3 -m pip uninstall -q -y pip; \
+    ragstream --help > /dev/null; \
+    find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
 
 # --- runtime: the virtualenv, tini and an unprivileged user ----------------------
 FROM ${BASE_IMAGE} AS runtime

