@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-EmbedderName = Literal["hash", "minilm", "openai"]
+EmbedderName = Literal["hash", "minilm", "openai", "static"]
 
 
 def _default_data_dir() -> Path:
@@ -206,7 +206,15 @@ class Settings(BaseSettings):
 
     # --- embedding --------------------------------------------------------
     embedder: EmbedderName = Field(
-        "minilm", description="Embedding backend: hash (tests), minilm (default), openai."
+        "minilm",
+        description="Embedding backend: hash (tests), minilm (default), openai, or static "
+        "(all-MiniLM-L6-v2 distilled into a static model by `ragstream distill-static`: "
+        "for bulk work, far faster, less precise).",
+    )
+    static_model_dir: Path | None = Field(
+        None,
+        description="The static model's folder (model2vec format); unset: "
+        "CACHE_DIR/static/all-MiniLM-L6-v2-static, where `ragstream distill-static` writes.",
     )
     embed_batch_size: int = Field(16, ge=1, description="Texts per call to the embedding model.")
     embed_threads: int = Field(

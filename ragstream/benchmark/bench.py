@@ -39,6 +39,7 @@ from ragstream.benchmark.stack import (
     database_now,
     stack_processes,
 )
+from ragstream.embedding.static import default_dir
 from ragstream.settings import EmbedderName, Settings
 from ragstream.state import DocumentStatus
 
@@ -318,6 +319,13 @@ def _retrieval(base: Settings, prepared: limits.Prepared, phases: Phases, log: L
     if base.embedder == "minilm":
         for name in ("onnx_fp32", "onnx_int8"):
             variants[name] = base.model_copy(update=limits.RUNTIMES[name])
+        static = base.static_model_dir or default_dir(base.cache_dir)
+        if (static / "model.safetensors").is_file():  # made by `ragstream distill-static`
+            variants["static"] = base.model_copy(
+                update={"embedder": "static", "static_model_dir": static}
+            )
+        else:
+            log(f"retrieval: no static model in {static} (ragstream distill-static): left out")
     log(f"retrieval: known-item, reordered and question queries, {', '.join(variants)}")
     phases.retrieval = retrieval.quality(variants, prepared.texts)
     for name, scores in phases.retrieval["by_model"].items():

@@ -1,15 +1,16 @@
-"""Operating the pipeline: ``replay``, ``reembed``, the ``dlq`` group and ``alerts``."""
+"""Operating the pipeline: ``replay``, ``reembed``, ``distill-static``, ``dlq``, ``alerts``."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ragstream.cli.common import console, resolved
+from ragstream.cli.common import console, resolved, settings
 
 app = typer.Typer()
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter topics: list, show, replay.")
@@ -102,7 +103,9 @@ def replay(
 
 @app.command()
 def reembed(
-    model: Annotated[str, typer.Option(help="hash, minilm, openai or openai:<model name>.")],
+    model: Annotated[
+        str, typer.Option(help="hash, minilm, static, openai or openai:<model name>.")
+    ],
     swap: Annotated[
         bool, typer.Option(help="Then make it the model search uses, if coverage is 100%.")
     ] = False,
@@ -231,3 +234,20 @@ def dlq_replay(
             )
         if o.deferred:
             console.print(f"{o.deferred} message(s) of {o.dlq.topic} left for the next replay")
+
+
+@app.command("distill-static")
+def distill_static(
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write it; default: CACHE_DIR/static/...")
+    ] = None,
+) -> None:
+    """Distil all-MiniLM-L6-v2 into a static model (RAGSTREAM_EMBEDDER=static); needs torch."""
+    import time
+
+    from ragstream.embedding.static import default_dir, distill
+
+    target = out or default_dir(settings().cache_dir)
+    began = time.monotonic()
+    distill(target)
+    console.print(f"static model in {target} ({time.monotonic() - began:.0f} s)", markup=False)

@@ -3,8 +3,9 @@
 ``hash`` needs nothing but numpy and the bundled tokenizer (tests, CI);
 ``minilm`` runs all-MiniLM-L6-v2 locally, on ONNX Runtime (the ``onnx`` extra,
 no torch) or on torch (the ``minilm`` extra);
-``openai`` calls any OpenAI-compatible embeddings endpoint. All produce
-L2-normalized vectors; the database column expects 384 dimensions.
+``openai`` calls any OpenAI-compatible embeddings endpoint; ``static`` runs
+all-MiniLM-L6-v2 distilled into a static model (:mod:`ragstream.embedding.static`).
+All produce L2-normalized vectors.
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def make_embedder(settings: Settings) -> Embedder:
         from ragstream.embedding.minilm import MiniLMEmbedder
 
         return MiniLMEmbedder(batch_size=settings.embed_batch_size, threads=settings.embed_threads)
+    if settings.embedder == "static":
+        from ragstream.embedding.static import StaticEmbedder, default_dir
+
+        return StaticEmbedder(settings.static_model_dir or default_dir(settings.cache_dir))
     if settings.embedder == "openai":
         key = settings.openai_api_key
         return OpenAIEmbedder(

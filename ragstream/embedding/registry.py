@@ -46,7 +46,7 @@ def canonical_spec(settings: Settings, spec: str) -> str:
     if backend not in BACKENDS or backend == "hash" or (variant and backend != "openai"):
         raise UnknownModel(
             f"unknown model {spec!r}: one of hash, hash-<N> (hash-384, hash-768, hash-1536), "
-            "minilm, openai, openai:<model name>"
+            "minilm, static, openai, openai:<model name>"
         )
     if backend == "openai":
         return f"openai:{variant or settings.openai_model}"
