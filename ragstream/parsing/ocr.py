@@ -148,7 +148,7 @@ def read_image(image: Image.Image, *, page: int) -> str:
     dpi = _dpi(image)
     png = _png(image)
     lang = languages()
-    found = _osd(png, dpi, page=page)
+    found = _osd(*_for_osd(image, png, dpi), page=page)
     if found is not None:
         if found.rotate and found.orientation_confidence >= MIN_ORIENTATION_CONFIDENCE:
             png = _png(image.rotate(-found.rotate, expand=True, fillcolor=_white(image)))
@@ -227,6 +227,19 @@ def _osd(png: bytes, dpi: int, *, page: int) -> Osd | None:
     except UnsupportedDocument:
         return None  # "too few characters": nothing to turn, the configured languages
     return parse_osd(out.decode("utf-8", "replace"))
+
+
+OSD_MAX_SIDE = 2000
+"""Pixels on the longer side past which OSD looks at a reduced copy: a 300 dpi A4
+page at half size still shows its script and orientation, in half the time."""
+
+
+def _for_osd(image: Image.Image, png: bytes, dpi: int) -> tuple[bytes, int]:
+    factor = -(-max(image.size) // OSD_MAX_SIDE)
+    if factor <= 1:
+        return png, dpi
+    small = (image.convert("L") if image.mode == "1" else image).reduce(factor)
+    return _png(small), max(dpi // factor, 70)
 
 
 def _png(image: Image.Image) -> bytes:
