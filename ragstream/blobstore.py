@@ -312,23 +312,22 @@ class BlobStore:
 
     def open_stream(self, sha256: str) -> blobs.BlobStream | ObjectStream:
         """The upload ``sha256`` to read in pieces, checked against its hash at the end."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                select(Blob.size_bytes, Blob.location).where(Blob.sha256 == sha256)
-            ).one_or_none()
-        if row is None or row.location is None:
-            return blobs.open_stream(self.engine, sha256)
-        return ObjectStream(self.client, row.location, sha256, int(row.size_bytes))
+        try:
+            return blobs.open_stream(self.engine, sha256)  # one query for a row's bytes
+        except blobs.Elsewhere as kept:
+            return self._object(sha256, kept)
 
     def get(self, conn: Connection, sha256: str) -> bytes:
         """The whole upload ``sha256`` (for a parser that needs it whole: a part, LlamaParse)."""
-        location = conn.execute(
-            select(Blob.location).where(Blob.sha256 == sha256)
-        ).scalar_one_or_none()
-        if location is None:
+        try:
             return blobs.get(conn, sha256)
-        stream = self.open_stream(sha256)
-        return b"".join(stream)
+        except blobs.Elsewhere as kept:
+            return b"".join(self._object(sha256, kept))
+
+    def _object(self, sha256: str, kept: blobs.Elsewhere) -> ObjectStream:
+        if kept.location is None:  # the check constraint forbids it; say so if it happens
+            raise MissingBlob(f"blob {sha256} has neither content nor location")
+        return ObjectStream(self.client, kept.location, sha256, kept.size)
 
     def sweep(self, older_than_s: float) -> int:
         """Delete the objects under the prefix no row names, last written over

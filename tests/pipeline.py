@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, Message
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
+from ragstream.blobstore import s3_client
 from ragstream.chunking import ChunkerConfig, chunk_document
 from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
@@ -206,3 +207,12 @@ def run_stages(settings: Settings, documents: int, *, after_parse: bool = False)
     for stage in ("embed", "finalize"):
         stats = build_runner(settings, stage).run(max_messages=chunks, idle_timeout_s=20)
         assert stats.processed == chunks, (stage, stats)
+
+
+def new_bucket(settings: Settings, endpoint: S3Endpoint) -> tuple[Settings, Any, str]:
+    """``settings`` pointed at the test S3 server, a client of it, and a new bucket there."""
+    s3 = with_s3(settings, endpoint)
+    client = s3_client(s3)
+    bucket = f"b{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    return s3, client, bucket

@@ -34,6 +34,7 @@ from ragstream.state import DocumentStatus
 def admit(message: Incoming, ctx: StageContext) -> StageOutput:
     """Read, store and record the object of an event from another service."""
     event: DocumentUploaded = message.event
+    metadata = _metadata(event)
     try:
         with (
             read_object(
@@ -54,7 +55,7 @@ def admit(message: Incoming, ctx: StageContext) -> StageOutput:
                 size=read.size,
                 filename=event.filename,
                 content_type=None,  # sniffed by the parser, as for every upload
-                metadata={**event.metadata, "source_uri": event.blob_uri},
+                metadata=metadata,
                 parser=event.parser,
                 external_id=event.external_id,
             )
@@ -72,7 +73,7 @@ def admit(message: Incoming, ctx: StageContext) -> StageOutput:
                 sha=sha,
                 size=read.size,
                 filename=event.filename,
-                metadata={**event.metadata, "source_uri": event.blob_uri},
+                metadata=metadata,
                 parser=row.parser,
                 uploaded_at=row.uploaded_at,
             )
@@ -96,7 +97,7 @@ def unreadable(message: Incoming, error: PermanentError) -> StageOutput:
         "sha256": None,
         "filename": event.filename,
         "size_bytes": event.size_bytes or 0,
-        "metadata_": {**event.metadata, "source_uri": event.blob_uri},
+        "metadata_": _metadata(event),
         "parser": event.parser,
         "status": DocumentStatus.UPLOADED.value,
         "current_job_id": job_id,
@@ -118,3 +119,8 @@ def unreadable(message: Incoming, error: PermanentError) -> StageOutput:
         ],
         failures=[Failure(dataclasses.replace(message, event=with_ids), error)],
     )
+
+
+def _metadata(event: DocumentUploaded) -> dict[str, str]:
+    """The event's labels, and where its object was read from."""
+    return {**event.metadata, "source_uri": event.blob_uri}

@@ -149,15 +149,27 @@ def delete_unreferenced(conn: Connection, locked: set[str]) -> set[str]:
     return unused
 
 
+class Elsewhere(MissingBlob):
+    """The blob's row names an object that holds its bytes (read through
+    :class:`ragstream.blobstore.BlobStore`, which catches this)."""
+
+    def __init__(self, sha256: str, location: str | None, size: int) -> None:
+        super().__init__(
+            f"blob {sha256} is kept at {location}: read it through ragstream.blobstore.BlobStore"
+        )
+        self.location = location
+        self.size = size
+
+
 def get(conn: Connection, sha256: str) -> bytes:
     row = conn.execute(
-        select(Blob.content, Blob.location).where(Blob.sha256 == sha256)
+        select(Blob.content, Blob.location, Blob.size_bytes).where(Blob.sha256 == sha256)
     ).one_or_none()
     if row is None:
         raise MissingBlob(f"blob {sha256} is not in the blob store")
     content = row.content
     if content is None:
-        raise MissingBlob(_elsewhere(sha256, row.location))
+        raise Elsewhere(sha256, row.location, int(row.size_bytes))
     if sha256_of(content) != sha256:
         raise MissingBlob(_corrupt(sha256))
     return bytes(content)
@@ -220,22 +232,19 @@ def open_stream(engine: Engine, sha256: str, *, slice_bytes: int = SLICE_BYTES) 
                 func.pg_column_compression(Blob.content),
                 func.substring(Blob.content, 1, slice_bytes),
                 Blob.location,
+                Blob.size_bytes,
             ).where(Blob.sha256 == sha256)
         ).one_or_none()
     if row is None:
         raise MissingBlob(f"blob {sha256} is not in the blob store")
     if row[0] is None:
-        raise MissingBlob(_elsewhere(sha256, row[3]))
+        raise Elsewhere(sha256, row[3], int(row[4]))
     size, compression, first = int(row[0]), row[1], bytes(row[2])
     if len(first) == size and sha256_of(first) != sha256:
         raise MissingBlob(_corrupt(sha256))
     if compression is not None:
         slice_bytes = max(slice_bytes, -(-size // _COMPRESSED_SLICES))
     return BlobStream(engine, sha256, size, first, slice_bytes)
-
-
-def _elsewhere(sha256: str, location: str | None) -> str:
-    return f"blob {sha256} is kept at {location}: read it through ragstream.blobstore.BlobStore"
 
 
 def _corrupt(sha256: str) -> str:

@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -22,7 +21,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ragstream import topology
-from ragstream.blobstore import s3_client
 from ragstream.consumers.worker import build_runner
 from ragstream.db.engine import make_engine
 from ragstream.db.models import Document
@@ -31,7 +29,7 @@ from ragstream.devstack.s3proxy import S3Endpoint
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
 from tests.integration.test_api_server import serve
-from tests.pipeline import prepare, read_topic, run_stages, with_s3
+from tests.pipeline import new_bucket, prepare, read_topic, run_stages
 
 pytestmark = pytest.mark.integration
 
@@ -116,10 +114,7 @@ def test_the_example_producer_imports_nothing_of_ragstream() -> None:
 def test_an_object_put_into_s3_reaches_complete_through_an_external_event(
     settings: Settings, s3proxy: S3Endpoint
 ) -> None:
-    s3 = with_s3(settings, s3proxy)
-    client = s3_client(s3)
-    bucket = f"b{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
+    s3, client, bucket = new_bucket(settings, s3proxy)
     client.put_object(Bucket=bucket, Key="reports/tides.md", Body=REPORT)
     prepare(s3).producer.close()
 
@@ -167,16 +162,14 @@ def test_an_object_put_into_s3_reaches_complete_through_an_external_event(
 def test_bad_external_events_end_failed_with_a_reason_and_in_the_dlq(
     settings: Settings, s3proxy: S3Endpoint, site: str
 ) -> None:
-    s3 = with_s3(settings, s3proxy).model_copy(
+    s3, client, bucket = new_bucket(settings, s3proxy)
+    s3 = s3.model_copy(
         update={
             "max_upload_bytes": 200,
             "external_url_allowlist": f"{site}/ok/",
             "max_batch_attempts": 2,
         }
     )
-    client = s3_client(s3)
-    bucket = f"b{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
     client.put_object(Bucket=bucket, Key="big.txt", Body=b"word " * 100)
     client.put_object(Bucket=bucket, Key="fine.md", Body=MANUAL)
     prepare(s3).producer.close()
@@ -255,10 +248,7 @@ def _s3_record(event: str, bucket: str, key: str, size: int, sequencer: str) -> 
 def test_bucket_notifications_ingest_created_objects_and_delete_removed_ones(
     settings: Settings, s3proxy: S3Endpoint
 ) -> None:
-    s3 = with_s3(settings, s3proxy)
-    client = s3_client(s3)
-    bucket = f"b{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
+    s3, client, bucket = new_bucket(settings, s3proxy)
     key = "harbour notes/tides & locks.md"  # S3 sends it URL-encoded: spaces as '+'
     encoded = "harbour+notes/tides+%26+locks.md"
     client.put_object(Bucket=bucket, Key=key, Body=REPORT)

@@ -5,12 +5,11 @@ in pieces, checked against their hash on read, and swept once no row names them.
 from __future__ import annotations
 
 import hashlib
-import uuid
 
 import pytest
 from sqlalchemy import select
 
-from ragstream.blobstore import BlobStore, s3_client
+from ragstream.blobstore import BlobStore
 from ragstream.consumers.worker import build_runner
 from ragstream.db import purge
 from ragstream.db.engine import make_engine
@@ -19,7 +18,7 @@ from ragstream.devstack.s3proxy import S3Endpoint
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
 from tests import corpus
-from tests.pipeline import prepare, run_stages, with_s3
+from tests.pipeline import new_bucket, prepare, run_stages
 
 pytestmark = pytest.mark.integration
 
@@ -32,10 +31,8 @@ def _objects(client: object, bucket: str, prefix: str) -> dict[str, int]:
 def test_uploads_live_in_the_bucket_and_go_through_the_pipeline(
     settings: Settings, s3proxy: S3Endpoint
 ) -> None:
-    bucket = f"b{uuid.uuid4().hex[:12]}"
-    s3 = with_s3(settings, s3proxy).model_copy(update={"blob_store": f"s3://{bucket}/uploads"})
-    client = s3_client(s3)
-    client.create_bucket(Bucket=bucket)
+    s3, client, bucket = new_bucket(settings, s3proxy)
+    s3 = s3.model_copy(update={"blob_store": f"s3://{bucket}/uploads"})
     submitter = prepare(s3)
     pdf = corpus.pdf(seed=3, pages=12)  # several slices' worth of pieces, read streamed
     note = corpus.markdown(seed=4)
@@ -85,10 +82,8 @@ def test_uploads_live_in_the_bucket_and_go_through_the_pipeline(
 def test_an_upload_whose_object_changed_fails_at_parse_with_the_reason(
     settings: Settings, s3proxy: S3Endpoint
 ) -> None:
-    bucket = f"b{uuid.uuid4().hex[:12]}"
-    s3 = with_s3(settings, s3proxy).model_copy(update={"blob_store": f"s3://{bucket}"})
-    client = s3_client(s3)
-    client.create_bucket(Bucket=bucket)
+    s3, client, bucket = new_bucket(settings, s3proxy)
+    s3 = s3.model_copy(update={"blob_store": f"s3://{bucket}"})
     submitter = prepare(s3)
     data = corpus.markdown(seed=6)
     done = submitter.submit(data, filename="a.md")

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from ragstream.blobstore import s3_client
 from ragstream.db.engine import make_engine
 from ragstream.db.models import Document, SyncObject
 from ragstream.devstack.s3proxy import S3Endpoint
@@ -24,7 +23,7 @@ from ragstream.search import search
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
 from ragstream.sync import DirectorySource, open_source, sync
-from tests.pipeline import prepare, run_stages, settings_env, with_s3
+from tests.pipeline import new_bucket, prepare, run_stages, settings_env
 
 pytestmark = pytest.mark.integration
 
@@ -175,10 +174,7 @@ def test_a_sync_killed_midway_and_run_again_ends_as_one_uninterrupted_run(
 def test_sync_of_an_s3_prefix_reaches_complete_and_follows_edits_and_deletes(
     settings: Settings, s3proxy: S3Endpoint
 ) -> None:
-    s3 = with_s3(settings, s3proxy)
-    client = s3_client(s3)
-    bucket = f"b{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
+    s3, client, bucket = new_bucket(settings, s3proxy)
     client.put_object(Bucket=bucket, Key="docs/ferry.md", Body=TEXTS["a.md"].encode())
     client.put_object(Bucket=bucket, Key="docs/orchard.md", Body=TEXTS["b.md"].encode())
     client.put_object(Bucket=bucket, Key="other/skip.md", Body=TEXTS["c.txt"].encode())
