@@ -12,7 +12,11 @@ still reads what it can. Before reading a page, Tesseract's orientation and
 script detection (OSD, when its data is installed) looks at it: a page on its
 side or upside down is turned upright, and a page in a script none of the
 configured languages writes (Hebrew, Devanagari, Hangul, Arabic, Han, ...) is
-read with the installed languages of that script, plus English.
+read with the installed languages of that script, plus English. A page mostly in
+one script with a paragraph in another (an English screenshot with a Korean
+paragraph) shows it in Tesseract's word confidences: such a paragraph is looked at
+again on its own, and read with its script's languages when they read it with more
+confidence.
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ SCRIPT_LANGUAGES: dict[str, tuple[str, ...]] = {
     "HanS": ("chi_sim",),
     "HanT": ("chi_tra",),
     "Hangul": ("kor",),
+    "Korean": ("kor",),  # what OSD names Hangul mixed with Han
     "Hebrew": ("heb", "yid"),
     "Japanese": ("jpn",),
     "Kannada": ("kan",),
@@ -151,12 +156,93 @@ def read_image(image: Image.Image, *, page: int) -> str:
     found = _osd(*_for_osd(image, png, dpi), page=page)
     if found is not None:
         if found.rotate and found.orientation_confidence >= MIN_ORIENTATION_CONFIDENCE:
-            png = _png(image.rotate(-found.rotate, expand=True, fillcolor=_white(image)))
+            image = image.rotate(-found.rotate, expand=True, fillcolor=_white(image))
+            png = _png(image)
         if found.script_confidence >= MIN_SCRIPT_CONFIDENCE:
             lang = languages_for(found.script, lang)
+    paragraphs = _read(png, lang, dpi, page=page)
+    for run in _doubtful_runs(paragraphs)[:MAX_REREADS]:
+        _reread_in_its_script(image, run, lang, dpi, page=page)
+    return "\n\n".join(p.text for p in paragraphs if p.text)
+
+
+LOW_CONFIDENCE = 80.0
+"""Mean word confidence (0-100) under which a paragraph may be in another script:
+clean print read in its own script scores 88-97, a paragraph in a script the
+languages do not write 45-75."""
+MIN_GAIN = 10.0
+"""Points of mean confidence a re-read in another script must gain to be taken."""
+MAX_REREADS = 8
+"""Runs of doubtful paragraphs looked at again per page, so a poor scan stays bounded."""
+MIN_WORDS = 3
+
+
+@dataclass
+class Paragraph:
+    """One of Tesseract's paragraphs: its lines, where it is, how sure it was."""
+
+    lines: list[str]
+    box: tuple[int, int, int, int]  # left, top, right, bottom
+    confidence: float
+    words: int
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+TSV_COLUMNS = 12
+
+
+def parse_report(report: str) -> list[Paragraph]:
+    """Tesseract's ``tsv`` report followed by its ``txt`` one (both renderers on stdout)
+    as paragraphs in reading order: words, boxes and confidences from the first, each
+    line's text from the second, which spaces CJK words as the page does (the ``tsv``
+    splits them apart)."""
+    rows = report.splitlines()
+    end = 1
+    while end < len(rows) and rows[end].count("\t") == TSV_COLUMNS - 1:
+        end += 1
+    text_lines = [line.strip() for line in rows[end:] if line.strip()]
+    found: dict[tuple[str, str, str], tuple[dict[str, list[str]], list[float], list[int]]] = {}
+    for row in rows[1:end]:
+        cells = row.split("\t")
+        if cells[0] != "5" or not cells[11].strip():
+            continue
+        try:
+            left, top, width, height = (int(v) for v in cells[6:10])
+            confidence = float(cells[10])
+        except ValueError:
+            continue
+        lines, confidences, box = found.setdefault(
+            (cells[1], cells[2], cells[3]), ({}, [], [left, top, left + width, top + height])
+        )
+        lines.setdefault(cells[4], []).append(cells[11].strip())
+        if confidence >= 0:
+            confidences.append(confidence)
+        box[:] = [
+            min(box[0], left),
+            min(box[1], top),
+            max(box[2], left + width),
+            max(box[3], top + height),
+        ]
+    line_words = [words for lines, _, _ in found.values() for words in lines.values()]
+    spaced = iter(text_lines if len(text_lines) == len(line_words) else [])
+    return [
+        Paragraph(
+            [next(spaced, " ".join(words)) for words in lines.values()],
+            (box[0], box[1], box[2], box[3]),
+            sum(confidences) / len(confidences) if confidences else 0.0,
+            sum(map(len, lines.values())),
+        )
+        for lines, confidences, box in found.values()
+    ]
+
+
+def _read(png: bytes, lang: str, dpi: int, *, page: int, psm: int = 3) -> list[Paragraph]:
     try:
         out = _run(
-            ["stdin", "stdout", "-l", lang, "--dpi", str(dpi)],
+            ["stdin", "stdout", "-l", lang, "--dpi", str(dpi), "--psm", str(psm), "tsv", "txt"],
             png,
             timeout_s=PAGE_TIMEOUT_S,
         )
@@ -164,7 +250,63 @@ def read_image(image: Image.Image, *, page: int) -> str:
         raise ParserLimitExceeded(
             f"parse: OCR of page {page} took longer than {PAGE_TIMEOUT_S:g} s"
         ) from None
-    return out.decode("utf-8", "replace")
+    return parse_report(out.decode("utf-8", "replace"))
+
+
+def _doubtful_runs(paragraphs: list[Paragraph]) -> list[list[Paragraph]]:
+    """Doubtful paragraphs, those next to each other in reading order together: a
+    paragraph in another script is often split in several, and OSD needs the
+    characters of all of them to name the script."""
+    runs: list[list[Paragraph]] = []
+    previous_doubtful = False
+    for paragraph in paragraphs:
+        doubtful = paragraph.confidence < LOW_CONFIDENCE
+        if doubtful:
+            if previous_doubtful:
+                runs[-1].append(paragraph)
+            else:
+                runs.append([paragraph])
+        previous_doubtful = doubtful
+    return [run for run in runs if sum(p.words for p in run) >= MIN_WORDS]
+
+
+def _reread_in_its_script(
+    image: Image.Image, run: list[Paragraph], lang: str, dpi: int, *, page: int
+) -> None:
+    """Reads doubtful paragraphs again, alone, with the languages of the script OSD
+    sees in them, and keeps that reading when Tesseract is surer of it."""
+    pad = 12
+    left = min(p.box[0] for p in run)
+    top = min(p.box[1] for p in run)
+    right = max(p.box[2] for p in run)
+    bottom = max(p.box[3] for p in run)
+    crop = Image.new(image.mode, (right - left + 2 * pad, bottom - top + 2 * pad), _white(image))
+    crop.paste(image.crop((left, top, right, bottom)), (pad, pad))
+    png = _png(crop)
+    # A short paragraph has too few characters for OSD; copies of it stacked do not.
+    found = _osd(png, dpi, page=page) or _osd(_png(_stacked(crop, 4)), dpi, page=page)
+    if found is None:
+        return
+    other = languages_for(found.script, lang)
+    if other == lang:
+        return
+    again = _read(png, other, dpi, page=page, psm=6)
+    words = sum(p.words for p in again)
+    if not words:
+        return
+    before = sum(p.confidence * p.words for p in run) / sum(p.words for p in run)
+    after = sum(p.confidence * p.words for p in again) / words
+    if after >= before + MIN_GAIN:
+        run[0].lines = [line for p in again for line in p.lines]
+        for paragraph in run[1:]:
+            paragraph.lines = []
+
+
+def _stacked(image: Image.Image, copies: int) -> Image.Image:
+    stack = Image.new(image.mode, (image.width, image.height * copies), _white(image))
+    for i in range(copies):
+        stack.paste(image, (0, i * image.height))
+    return stack
 
 
 @dataclass(frozen=True)

@@ -192,3 +192,66 @@ def test_the_osd_report_is_read_and_a_script_maps_to_installed_languages() -> No
     assert ocr.languages_for("Latin", "eng+deu") == "eng+deu"
     assert ocr.languages_for("Cyrillic", "eng+rus") == "eng+rus"  # configured already
     assert ocr.languages_for("Tibetan", "eng+deu") == "eng+deu"  # none installed
+    assert ocr.languages_for("Korean", "eng+deu") == "kor+eng"  # OSD's name for Hangul and Han
+
+
+def test_a_paragraph_in_another_script_on_a_latin_page_is_read_in_that_script() -> None:
+    """A page OSD calls Latin, with a Hebrew paragraph between English ones: the
+    configured languages read that paragraph with low confidence, so it is looked at on
+    its own and read with Hebrew, while the English around it stays as it was."""
+    font = ImageFont.truetype(DEJAVU, 40)
+    english = (FIRST, SECOND, "The ferry leaves the quay at nine sharp", "Gulls follow the boats")
+    image = Image.new("L", (1400, 760), 255)
+    draw = ImageDraw.Draw(image)
+    hebrew_rows = [(HEBREW[0][::-1], 290), (HEBREW[1][::-1], 360)]
+    rows = [(english[0], 60), (english[1], 130), *hebrew_rows]
+    rows += [(english[2], 520), (english[3], 590)]
+    for line, y in rows:
+        draw.text((60, y), line, fill=0, font=font)
+    text = parse_bytes(encode(image, "PNG"), "screenshot.png").text
+    assert all(words(line) <= words(text) for line in english), text
+    hebrew = [c for c in text if "\u0590" <= c <= "\u05ff"]
+    assert len(hebrew) >= 40, text
+    found = set(text.split()) | {w[::-1] for w in text.split()}
+    assert {"שלום", "עולם", "סרוק", "בעברית"} <= found, text
+    # In reading order: the Hebrew between the two English paragraphs.
+    first_hebrew = text.index(hebrew[0])
+    assert text.index("twice") < first_hebrew < text.index("ferry"), text
+
+
+def test_the_word_report_gives_paragraphs_with_their_confidence_and_the_pages_spacing() -> None:
+    """The ``tsv`` report splits Korean words into syllables; each line's text comes
+    from the ``txt`` report after it, which keeps the page's spacing."""
+    header = "\t".join(
+        [
+            "level",
+            "page_num",
+            "block_num",
+            "par_num",
+            "line_num",
+            "word_num",
+            "left",
+            "top",
+            "width",
+            "height",
+            "conf",
+            "text",
+        ]
+    )
+    rows = [
+        "5\t1\t1\t1\t1\t1\t10\t10\t40\t20\t96.0\tRULES",
+        "5\t1\t1\t1\t1\t2\t60\t10\t40\t20\t94.0\tAPPLY",
+        "5\t1\t2\t1\t1\t1\t10\t60\t20\t20\t50.0\t저",
+        "5\t1\t2\t1\t1\t2\t30\t60\t20\t20\t60.0\t희",
+        "5\t1\t2\t1\t1\t3\t50\t60\t20\t20\t70.0\t는",
+        "5\t1\t2\t1\t2\t1\t10\t90\t30\t20\t-1\t ",
+        "5\t1\t2\t1\t2\t2\t10\t90\t30\t22\t40.0\t그룹",
+    ]
+    report = "\n".join([header, *rows, "RULES APPLY", "", "저희는", "그룹", "\f"])
+    first, second = ocr.parse_report(report)
+    assert first.lines == ["RULES APPLY"] and first.confidence == 95.0 and first.words == 2
+    assert second.lines == ["저희는", "그룹"] and second.confidence == 55.0
+    assert second.box == (10, 60, 70, 112) and second.words == 4
+    # When the two reports disagree on the lines, the words are joined by spaces.
+    (alone,) = ocr.parse_report("\n".join([header, *rows[2:5]]))
+    assert alone.lines == ["저 희 는"]
