@@ -55,7 +55,7 @@ class BenchOptions:
     workers_per_stage: int = 1
     embed_workers: int = 0  # 0: one per core for a local model, else as the other stages
     embed_threads: int = 0  # 0: the cores shared out among the embed workers
-    embed_precision: Literal["fp32", "int8"] = "fp32"  # minilm on ONNX Runtime
+    embed_precision: Literal["auto", "fp32", "int8"] = "auto"  # minilm on ONNX Runtime
     scaling: tuple[int, ...] = (1, 2)
     seed: int = 0
     max_doc_mb: float = 2.0

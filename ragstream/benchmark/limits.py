@@ -78,11 +78,11 @@ def runtime(settings: Settings) -> str:
     """What runs the model: ``torch_fp32``, ``onnx_fp32``, ``onnx_int8``, or the embedder."""
     if settings.embedder != "minilm":
         return settings.embedder
-    from ragstream.embedding.onnx_runtime import minilm_runtime
+    from ragstream.embedding.onnx_runtime import minilm_precision, minilm_runtime
 
     if minilm_runtime(settings.embed_runtime) == "torch":
         return "torch_fp32"
-    return f"onnx_{settings.embed_precision}"
+    return f"onnx_{minilm_precision(settings.embed_precision)}"
 
 
 RUNTIMES: dict[str, dict[str, str]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 
@@ -27,8 +27,11 @@ def bench(
         int, typer.Option(help="Model threads per embed worker (0: torch's default).")
     ] = 0,
     precision: Annotated[
-        str, typer.Option(help="minilm on ONNX Runtime: fp32 or int8 (the pipeline's runs).")
-    ] = "fp32",
+        str,
+        typer.Option(
+            help="minilm on ONNX Runtime: auto (int8), fp32 or int8 (the pipeline's runs)."
+        ),
+    ] = "auto",
     scaling: Annotated[
         str, typer.Option(help="Workers per stage of the scaling runs, e.g. 1,2 (empty: none).")
     ] = "1,2",
@@ -54,8 +57,8 @@ def bench(
 
     if embedder not in ("hash", "minilm"):
         raise UsageError(f"--embedder is hash or minilm, not {embedder!r}")
-    if precision not in ("fp32", "int8"):
-        raise UsageError(f"--precision is fp32 or int8, not {precision!r}")
+    if precision not in ("auto", "fp32", "int8"):
+        raise UsageError(f"--precision is auto, fp32 or int8, not {precision!r}")
     base = settings()
     if base.kafka_bootstrap is None or base.database_url is None:
         Devstack(base).up()
@@ -65,7 +68,7 @@ def bench(
         workers_per_stage=workers_per_stage,
         embed_workers=embed_workers,
         embed_threads=embed_threads,
-        embed_precision="int8" if precision == "int8" else "fp32",
+        embed_precision=cast(Literal["auto", "fp32", "int8"], precision),
         scaling=tuple(int(k) for k in scaling.split(",") if k.strip()),
         seed=seed,
         max_doc_mb=max_doc_mb,

@@ -42,18 +42,20 @@ def make_embedder(settings: Settings) -> Embedder:
     if settings.embedder == "hash":
         return HashEmbedder(settings.hash_dimensions)
     if settings.embedder == "minilm":
-        from ragstream.embedding.onnx_runtime import minilm_runtime
+        from ragstream.embedding.onnx_runtime import minilm_precision, minilm_runtime
 
-        if minilm_runtime(settings.embed_runtime) == "onnx":  # torch-free
+        runtime = minilm_runtime(settings.embed_runtime)
+        precision = minilm_precision(settings.embed_precision, runtime)
+        if runtime == "onnx":  # torch-free
             from ragstream.embedding.onnx_runtime import OnnxEmbedder
 
             return OnnxEmbedder(
                 batch_size=settings.embed_batch_size,
                 threads=settings.embed_threads,
                 cache_dir=settings.cache_dir / "onnx",
-                precision=settings.embed_precision,
+                precision=precision,
             )
-        if settings.embed_precision != "fp32":
+        if precision != "fp32":
             raise ValueError("RAGSTREAM_EMBED_PRECISION=int8 needs the onnx runtime")
         from ragstream.embedding.minilm import MiniLMEmbedder
 

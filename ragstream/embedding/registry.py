@@ -25,6 +25,9 @@ from ragstream.settings import EmbedderName, Settings
 BACKENDS: tuple[str, ...] = get_args(EmbedderName)
 SERVING = ("active", "building")
 _HASH = re.compile(r"hash-(\d+)")
+MINILM_INT8 = "minilm-int8"
+"""all-MiniLM-L6-v2 quantized: its vectors are another model's, so it is another spec
+(``minilm`` is the fp32 model, on either runtime)."""
 
 
 class UnknownModel(PermanentError):
@@ -36,17 +39,18 @@ class ModelMismatch(RagstreamError):
 
 
 def canonical_spec(settings: Settings, spec: str) -> str:
-    """``hash-<N>``, ``minilm`` or ``openai:<model>`` (``hash`` = the configured size, 384)."""
+    """``hash-<N>``, ``minilm``, ``minilm-int8``, ``static`` or ``openai:<model>``
+    (``hash`` = the configured size, 384)."""
     spec = spec.strip()
     if spec == "hash":
         return f"hash-{settings.hash_dimensions}"
-    if _HASH.fullmatch(spec):
+    if _HASH.fullmatch(spec) or spec == MINILM_INT8:
         return spec
     backend, _, variant = spec.partition(":")
     if backend not in BACKENDS or backend == "hash" or (variant and backend != "openai"):
         raise UnknownModel(
             f"unknown model {spec!r}: one of hash, hash-<N> (hash-384, hash-768, hash-1536), "
-            "minilm, static, openai, openai:<model name>"
+            "minilm, minilm-int8, static, openai, openai:<model name>"
         )
     if backend == "openai":
         return f"openai:{variant or settings.openai_model}"
@@ -61,6 +65,9 @@ def model_settings(settings: Settings, spec: str) -> Settings:
         return settings.model_copy(
             update={"embedder": "hash", "hash_dimensions": int(found.group(1))}
         )
+    if canonical in ("minilm", MINILM_INT8):
+        precision = "int8" if canonical == MINILM_INT8 else "fp32"
+        return settings.model_copy(update={"embedder": "minilm", "embed_precision": precision})
     backend, _, variant = canonical.partition(":")
     update_: dict[str, str] = {"embedder": backend}
     if variant:
@@ -72,6 +79,12 @@ def configured_spec(settings: Settings) -> str:
     """The spec of the model ``settings`` configures (``RAGSTREAM_EMBEDDER``)."""
     if settings.embedder == "openai":
         return f"openai:{settings.openai_model}"
+    if settings.embedder == "minilm":
+        from ragstream.embedding.onnx_runtime import minilm_precision, minilm_runtime
+
+        runtime = minilm_runtime(settings.embed_runtime)
+        if minilm_precision(settings.embed_precision, runtime) == "int8":
+            return MINILM_INT8
     return canonical_spec(settings, settings.embedder)
 
 

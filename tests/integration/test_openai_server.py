@@ -215,6 +215,7 @@ def local_vectors(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     settings = Settings(
         embedder="minilm",
         embed_runtime="onnx",
+        embed_precision="fp32",  # what the server runs
         embed_threads=1,
         cache_dir=tmp_path_factory.mktemp("onnx-cache"),
     )

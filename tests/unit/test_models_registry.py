@@ -47,3 +47,31 @@ def test_an_embedder_disagreeing_with_the_record_is_refused() -> None:
         registry.check(embedder, "1", 384)
     with pytest.raises(registry.ModelMismatch, match="version 0"):
         registry.check(embedder, "0", 768)
+
+
+def test_minilm_is_int8_on_onnx_by_default_and_each_precision_is_a_spec_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """int8 vectors are another model's: a database whose active model is the fp32
+    ``minilm`` keeps being served fp32 by workers whose default is int8."""
+    from ragstream.embedding import onnx_runtime
+
+    assert Settings().embed_precision == "auto"
+    assert onnx_runtime.minilm_precision("auto", "onnx") == "int8"
+    assert onnx_runtime.minilm_precision("auto", "torch") == "fp32"
+    assert onnx_runtime.minilm_precision("fp32", "onnx") == "fp32"
+    with pytest.raises(ValueError, match="unknown embed precision"):
+        onnx_runtime.minilm_precision("int4")
+    installed = {"onnxruntime"}
+    monkeypatch.setattr(onnx_runtime, "_installed", lambda name: name in installed)
+    minilm = Settings(embedder="minilm")
+    assert registry.configured_spec(minilm) == "minilm-int8"
+    assert registry.configured_spec(minilm.model_copy(update={"embed_precision": "fp32"})) == (
+        "minilm"
+    )
+    installed = {"torch", "sentence_transformers"}  # torch only: fp32
+    assert registry.configured_spec(minilm) == "minilm"
+    for spec, precision in (("minilm", "fp32"), ("minilm-int8", "int8")):
+        assert registry.canonical_spec(minilm, spec) == spec
+        chosen = registry.model_settings(minilm, spec)
+        assert (chosen.embedder, chosen.embed_precision) == ("minilm", precision)

@@ -180,6 +180,34 @@ def test_batching_and_order_do_not_change_the_vectors(embedder: OnnxEmbedder, ca
 
 
 @pytest.mark.minilm
+def test_a_run_of_the_model_holds_at_most_its_token_budget(cache: Path) -> None:
+    """The memory an embed worker needs is bounded by the budget, not by the batch: 64
+    long texts run 16 at a time, short ones more at a time, and the vectors are the
+    ones each text gets alone."""
+    long_texts = [f"{t} " * 40 for t in TEXTS[:40]]  # past the 256-token limit
+    short_texts = [f"note {i}: the tide is out" for i in range(80)]
+    texts = long_texts + short_texts
+    with OnnxEmbedder(batch_size=64, threads=2, cache_dir=cache) as model:
+        shapes: list[tuple[int, int]] = []
+        session = model._session
+
+        class Recording:
+            def run(self, names: list[str], feeds: dict[str, npt.NDArray[np.int64]]) -> Any:
+                shapes.append(feeds["input_ids"].shape)
+                return session.run(names, feeds)
+
+        model._session = Recording()
+        together = np.asarray(model.embed(texts))
+        model._session = session
+        alone = np.asarray([model.embed([t])[0] for t in texts[::7]])
+    assert all(rows * width <= onnx_runtime.MAX_RUN_TOKENS for rows, width in shapes), shapes
+    assert sum(rows for rows, _ in shapes) == len(texts)
+    assert (16, 256) in shapes  # the long texts, 16 per run
+    assert max(rows for rows, _ in shapes) > 32  # the short ones, many more per run
+    assert np.allclose(together[::7], alone, atol=1e-5)
+
+
+@pytest.mark.minilm
 def test_count_tokens_agrees_with_the_vendored_tokenizer(embedder: OnnxEmbedder) -> None:
     from ragstream.chunking import count_minilm_tokens
 
@@ -286,13 +314,20 @@ TORCH_FREE = textwrap.dedent(
     from ragstream.embedding import make_embedder
     from ragstream.settings import Settings
 
+    texts = json.loads(sys.stdin.read())
     settings = Settings(embedder="minilm", embed_runtime="auto", cache_dir=sys.argv[1])
-    embedder = make_embedder(settings)
-    vectors = embedder.embed(json.loads(sys.stdin.read()))
-    loaded = sorted(
+    default = make_embedder(settings)  # int8
+    fp32 = make_embedder(settings.model_copy(update={"embed_precision": "fp32"}))
+    result = {
+        "kind": type(fp32).__name__,
+        "names": [default.name, fp32.name],
+        "vectors": fp32.embed(texts),
+        "int8": default.embed(texts),
+    }
+    result["loaded"] = sorted(
         n for n, m in sys.modules.items() if m is not None and n.split(".")[0] in BLOCKED
     )
-    print(json.dumps({"kind": type(embedder).__name__, "loaded": loaded, "vectors": vectors}))
+    print(json.dumps(result))
     """
 )
 
@@ -316,9 +351,11 @@ def test_embeds_with_torch_impossible_to_import(
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["kind"] == "OnnxEmbedder"
+    assert result["names"] == ["all-MiniLM-L6-v2-int8", "all-MiniLM-L6-v2"]
     assert result["loaded"] == []
     assert _cosines(result["vectors"], reference).min() >= 0.9999
-    assert list((tmp_path / "onnx").glob("*.onnx"))
+    assert _cosines(result["int8"], reference).mean() >= 0.985
+    assert list((tmp_path / "onnx").glob("*-int8.onnx"))  # quantized without torch too
 
 
 @pytest.mark.minilm
