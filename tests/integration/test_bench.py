@@ -163,12 +163,17 @@ def test_smoke_bench_report_is_complete_and_consistent(settings: Settings, tmp_p
         assert report["ratio_to_peer"] == pytest.approx(
             report["documents_per_s"] / report["peer_documents_per_s"], rel=0.01, abs=0.002
         )
+        same = report["peer"]["same_chunk_size"]["documents_per_s"]
+        assert report["ratio_to_peer_same_chunking"] == pytest.approx(
+            report["documents_per_s"] / same, rel=0.01, abs=0.002
+        )
         at_limit = report["model_limit_chunks_per_s"] * report["documents"] / report["chunks"]
         assert report["ratio_to_peer_at_model_limit"] == pytest.approx(
             at_limit / report["peer_documents_per_s"], rel=0.01, abs=0.002
         )
     else:
         assert "skipped" in report["peer"] and report["ratio_to_peer"] is None
+        assert report["ratio_to_peer_same_chunking"] is None
 
     assert all({"value", "bound", "met"} == set(t) for t in report["targets"].values())
     assert {"start", "end"} <= set(report["machine"]["load_average"])
