@@ -18,6 +18,7 @@ from ragstream.parsing.sniff import (
     HTML,
     JPEG,
     MARKDOWN,
+    MSG,
     ODP,
     ODS,
     ODT,
@@ -124,6 +125,10 @@ def _dispatch_office(content_type: str, data: bytes) -> ParsedDocument:
         from ragstream.parsing.mail import parse_eml
 
         return parse_eml(data)
+    if content_type == MSG:
+        from ragstream.parsing.msg import parse_msg
+
+        return parse_msg(data)
     if content_type == WORDML:
         from ragstream.parsing.wordml import parse_wordml
 

@@ -1,5 +1,6 @@
 """E-mail (RFC 822 / MIME, ``.eml``): headers as a heading, text parts, and attachments
-of supported types parsed recursively, to a fixed depth."""
+of supported types parsed recursively, to a fixed depth. Outlook messages
+(:mod:`ragstream.parsing.msg`) share the attachment rules."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from email.message import EmailMessage
 
 from ragstream.documents import ParsedDocument
 from ragstream.errors import CorruptDocument, UnsupportedDocument
-from ragstream.parsing.blocks import BlockBuilder
+from ragstream.parsing.blocks import MAX_HEADING_LEVEL, BlockBuilder
 from ragstream.parsing.charset import decode_text
 
 EML = "message/rfc822"
@@ -20,9 +21,7 @@ MAX_PARTS = 500
 
 
 def parse_eml(data: bytes, depth: int = 0) -> ParsedDocument:
-    from ragstream.parsing.core import parse_bytes
     from ragstream.parsing.html import parse_html
-    from ragstream.parsing.sniff import sniff
 
     message = email.message_from_bytes(data, policy=email.policy.default)
     if not isinstance(message, EmailMessage):
@@ -63,22 +62,9 @@ def parse_eml(data: bytes, depth: int = 0) -> ParsedDocument:
             continue  # the alternative rendering of the body
         if depth >= MAX_DEPTH:
             raise CorruptDocument(f"e-mail attachments are nested deeper than {MAX_DEPTH}")
-        try:
-            nested = sniff(payload, filename).content_type == EML
-            if not nested:
-                attached = parse_bytes(payload, filename)
-        except (UnsupportedDocument, CorruptDocument):
-            continue  # an attachment we cannot read does not spoil the message
-        if nested:
-            attached = parse_eml(payload, depth + 1)  # too deep fails the whole message
-        builder.heading(f"Attachment: {filename or part.get_content_type()}", 2)
-        for block in attached.blocks:
-            if block.kind == "table":
-                builder.table(_rows(block.text))
-            elif block.kind == "heading":
-                builder.heading(block.text, min(block.level + 2, 9))
-            else:
-                builder.paragraph(block.text, page=block.page)
+        attached = parse_attachment(payload, filename, depth)
+        if attached is not None:
+            append_attachment(builder, filename or part.get_content_type(), attached)
     return ParsedDocument(
         blocks=builder.blocks,
         content_type=EML,
@@ -86,6 +72,40 @@ def parse_eml(data: bytes, depth: int = 0) -> ParsedDocument:
         parser_version=PARSER_VERSION,
         metadata={"title": subject},
     )
+
+
+def parse_attachment(payload: bytes, filename: str | None, depth: int) -> ParsedDocument | None:
+    """An attachment's document, or None when it is of no type we read: an attachment we
+    cannot read does not spoil the message. A message attached to a message, e-mail or
+    Outlook, is parsed one level deeper, and its failure (too deep) fails the whole message;
+    the caller checks ``depth`` against :data:`MAX_DEPTH` first."""
+    from ragstream.parsing.core import parse_bytes
+    from ragstream.parsing.sniff import MSG, sniff
+
+    try:
+        content_type = sniff(payload, filename).content_type
+        if content_type not in (EML, MSG):
+            return parse_bytes(payload, filename)
+    except (UnsupportedDocument, CorruptDocument):
+        return None
+    if content_type == MSG:
+        from ragstream.parsing.msg import parse_msg
+
+        return parse_msg(payload, depth + 1)
+    return parse_eml(payload, depth + 1)
+
+
+def append_attachment(builder: BlockBuilder, name: str, attached: ParsedDocument) -> None:
+    """The attachment's blocks under an ``Attachment: NAME`` heading, its own headings
+    moved below that one."""
+    builder.heading(f"Attachment: {name}", 2)
+    for block in attached.blocks:
+        if block.kind == "table":
+            builder.table(_rows(block.text))
+        elif block.kind == "heading":
+            builder.heading(block.text, min(block.level + 2, MAX_HEADING_LEVEL))
+        else:
+            builder.paragraph(block.text, page=block.page)
 
 
 def _rows(markdown: str) -> list[list[str]]:

@@ -22,7 +22,8 @@ TEXT = "text/plain"
 PNG = "image/png"
 JPEG = "image/jpeg"
 TIFF = "image/tiff"
-# Office, e-book and e-mail formats (ragstream/parsing/ooxml.py, odf.py, epub.py, rtf.py, mail.py).
+# Office, e-book and e-mail formats (ragstream/parsing/ooxml.py, odf.py, epub.py, rtf.py, mail.py,
+# msg.py).
 PPTX = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 ODT = "application/vnd.oasis.opendocument.text"
@@ -31,6 +32,7 @@ ODP = "application/vnd.oasis.opendocument.presentation"
 EPUB = "application/epub+zip"
 RTF = "application/rtf"
 EML = "message/rfc822"
+MSG = "application/vnd.ms-outlook"
 XLS = "application/vnd.ms-excel"
 DOC = "application/msword"
 PPT = "application/vnd.ms-powerpoint"
@@ -38,15 +40,14 @@ PPT = "application/vnd.ms-powerpoint"
 WORDML = "application/vnd.ms-wordml"
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _OLE_UNKNOWN = (
-    "an OLE compound file that is no Word, Excel or PowerPoint document (an Outlook "
-    ".msg, or another program's file); save it as .docx, .xlsx or .pptx, a message as .eml"
+    "an OLE compound file that is no Word, Excel, PowerPoint or Outlook document (another "
+    "program's file); save it as .docx, .xlsx or .pptx"
 )
 # Stream names in the OLE directory (UTF-16) that tell the legacy formats apart.
 _MSG_STREAM = "__substg1.0_".encode("utf-16-le")
 _PPT_STREAM = "PowerPoint Document".encode("utf-16-le")
 _WORD_STREAM = "WordDocument".encode("utf-16-le")
 _WORD_OBJECTS = "ObjectPool".encode("utf-16-le")
-_MSG = "an Outlook message (.msg); save it as .eml"
 _WORDML_MARKS = ('progid="word.document"', "<w:worddocument", "/office/word/2003/wordml")
 _EML_HEADER = re.compile(
     rb"(?:from|to|subject|date|message-id|received|return-path|mime-version|reply-to"
@@ -348,7 +349,7 @@ def _sniff_ole(data: bytes) -> str:
     a presentation is one only when nothing else claims the file.
     """
     if _MSG_STREAM in data:
-        raise _unsupported(_MSG)
+        return MSG
     word = _WORD_STREAM in data
     if word and _WORD_OBJECTS in data:
         return DOC

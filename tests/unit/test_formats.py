@@ -12,7 +12,7 @@ import pytest
 
 from ragstream.errors import CorruptDocument, UnsupportedDocument
 from ragstream.parsing import parse_bytes, parse_document, sniff_content_type
-from ragstream.parsing.sniff import EML, EPUB, ODP, ODS, ODT, PPT, PPTX, RTF, XLSX
+from ragstream.parsing.sniff import EML, EPUB, MSG, ODP, ODS, ODT, PPT, PPTX, RTF, XLSX
 
 ODF_NS = (
     'xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
@@ -537,7 +537,9 @@ def test_legacy_binary_office_files_are_told_apart() -> None:
         return ole + b"".join(s.encode("utf-16-le") + bytes(2) for s in streams)
 
     assert sniff_content_type(named("PowerPoint Document", "Current User")) == PPT
-    with pytest.raises(UnsupportedDocument, match=r"Outlook message \(\.msg\); save it as \.eml"):
+    # An Outlook message that attaches a Word document is the message (tests/unit/test_msg.py).
+    assert sniff_content_type(named("__substg1.0_0037001F", "WordDocument")) == MSG
+    with pytest.raises(CorruptDocument, match="MSG is corrupt or truncated"):
         parse_bytes(named("__substg1.0_0037001F", "WordDocument"))
     # A Word file with an embedded workbook is Word; a workbook with a slide is Excel.
     assert sniff_content_type(named("WordDocument", "ObjectPool", "Workbook")) == (
