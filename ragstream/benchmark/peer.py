@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ragstream.chunking import MINILM_MAX_INPUT_TOKENS, count_minilm_tokens_batch
+from ragstream.chunking.tokenizer import minilm_tokenizer
 from ragstream.settings import Settings
 
 PEER_EXTRA_HINT = "the peer needs the bench extra: pip install 'ragstream[bench]'"
@@ -98,6 +99,11 @@ def _embedding(settings: Settings) -> Any:
     return RagstreamEmbedding(make_embedder(settings))
 
 
+def _minilm_tokens(text: str) -> list[int]:
+    ids: list[int] = minilm_tokenizer().encode(text, add_special_tokens=False).ids
+    return ids
+
+
 def run_peer(
     settings: Settings,
     directory: Path,
@@ -105,7 +111,9 @@ def run_peer(
     chunk_size: int | None = None,
     chunk_overlap: int | None = None,
 ) -> dict[str, Any]:
-    """One ingestion of ``directory``; ``chunk_size`` None keeps SentenceSplitter's defaults."""
+    """One ingestion of ``directory``; ``chunk_size`` None keeps SentenceSplitter's defaults
+    (tiktoken's tokens, so about half its chunks outgrow the model), else the size is
+    counted in the model's own tokens, as ours is: chunks that fit the model."""
     from llama_index.core import SimpleDirectoryReader
     from llama_index.core.ingestion import IngestionPipeline
     from llama_index.core.node_parser import SentenceSplitter
@@ -115,7 +123,9 @@ def run_peer(
     splitter = (
         SentenceSplitter()
         if chunk_size is None
-        else SentenceSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap or 0)
+        else SentenceSplitter(
+            chunk_size=chunk_size, chunk_overlap=chunk_overlap or 0, tokenizer=_minilm_tokens
+        )
     )
     files = sorted(p for p in directory.iterdir() if p.is_file())
     started = time.perf_counter()
