@@ -17,7 +17,7 @@ import psutil
 if TYPE_CHECKING:
     from ragstream.benchmark.bench import Phases
 
-RSS_LIMIT_MB = {"parse": 300.0, "chunk": 300.0, "finalize": 300.0, "embed": 1500.0}
+RSS_LIMIT_MB = {"parse": 300.0, "chunk": 300.0, "finalize": 300.0, "embed": 600.0}
 
 REQUIRED_KEYS = (
     "documents",
