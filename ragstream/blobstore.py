@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any, cast
+from typing import IO, Any, Literal, cast
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import Connection, Engine, func, select
@@ -67,7 +67,9 @@ def s3_client(settings: Settings) -> Any:
 READ_PIECE_BYTES = 1024 * 1024
 # Kept in memory up to this size; a larger object goes on to a temporary file.
 SPOOL_IN_MEMORY_BYTES = 4 * 1024 * 1024
-_ABSENT_S3_CODES = {"NoSuchKey", "NoSuchBucket", "404", "NotFound", "AccessDenied", "403"}
+_ABSENT_S3_CODES = {"NoSuchKey", "404", "NotFound"}
+# No bucket at all is the request's fault (or the operator's), not one object's absence.
+_REFUSED_S3_CODES = {"NoSuchBucket", "AccessDenied", "403"}
 
 
 @dataclass
@@ -170,6 +172,23 @@ def _pieces(uri: str, settings: Settings, engine: Engine, max_bytes: int) -> Ite
     )
 
 
+def s3_failure(exc: Any) -> tuple[Literal["absent", "refused", "unavailable"], str]:
+    """What an S3 error (botocore's ``ClientError``) says of the object, and why: absent
+    (no such key), refused (another 4xx: no such bucket, denied, a bad request), or the
+    store unavailable (5xx, 429 and the like), which is worth retrying."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    reason = f"{code or status} {error.get('Message', '')}".strip()
+    if code in _REFUSED_S3_CODES:
+        return "refused", reason
+    if code in _ABSENT_S3_CODES or status == 404:
+        return "absent", reason
+    if 400 <= status < 500 and status != 429:
+        return "refused", reason
+    return "unavailable", reason
+
+
 def _s3_pieces(uri: str, settings: Settings, max_bytes: int) -> Iterator[bytes]:
     from botocore.exceptions import BotoCoreError, ClientError
 
@@ -182,12 +201,10 @@ def _s3_pieces(uri: str, settings: Settings, max_bytes: int) -> Iterator[bytes]:
     try:
         answer = s3_client(settings).get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        if code in _ABSENT_S3_CODES or (400 <= status < 500 and status != 429):
-            raise UnreadableObject(f"{uri}: {code or status} {error.get('Message', '')}") from None
-        raise ObjectStoreUnavailable(f"{uri}: {code or status} {error.get('Message', '')}") from exc
+        kind, reason = s3_failure(exc)
+        if kind != "unavailable":
+            raise UnreadableObject(f"{uri}: {reason}") from None
+        raise ObjectStoreUnavailable(f"{uri}: {reason}") from exc
     except BotoCoreError as exc:
         raise ObjectStoreUnavailable(f"{uri}: {exc}") from exc
     if int(answer.get("ContentLength") or 0) > max_bytes:
@@ -362,10 +379,10 @@ class BlobStore:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.prefix + sha256)
         except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 404 or exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+            kind, reason = s3_failure(exc)
+            if kind == "absent":
                 return False
-            raise ObjectStoreUnavailable(f"{self.location(sha256)}: {exc}") from exc
+            raise ObjectStoreUnavailable(f"{self.location(sha256)}: {reason}") from exc
         return int(head.get("ContentLength", -1)) == size
 
 
@@ -387,9 +404,10 @@ class ObjectStream:
         try:
             body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            kind, reason = s3_failure(exc)
+            if kind == "absent":
                 raise MissingBlob(f"blob {self.sha256} is not at {self.location}") from None
-            raise ObjectStoreUnavailable(f"{self.location}: {exc}") from exc
+            raise ObjectStoreUnavailable(f"{self.location}: {reason}") from exc
         except BotoCoreError as exc:
             raise ObjectStoreUnavailable(f"{self.location}: {exc}") from exc
         digest = hashlib.sha256()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ragstream import notifications
-from ragstream.blobstore import allowed_url
+from ragstream.blobstore import allowed_url, s3_failure
 from ragstream.schemas.events import DocumentUploaded, utc_now
 from ragstream.settings import Settings
 
@@ -103,3 +103,30 @@ def test_what_is_not_a_notification_is_refused_with_the_reason(
 
 def test_the_test_event_is_ignored() -> None:
     assert notifications.read({"Service": "Amazon S3", "Event": "s3:TestEvent"}).ignored == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "kind"),
+    [
+        ("NoSuchKey", 404, "absent"),
+        ("404", 404, "absent"),  # HEAD answers carry the status as the code
+        ("", 404, "absent"),
+        ("NoSuchBucket", 404, "refused"),  # the whole bucket: not one object's absence
+        ("AccessDenied", 403, "refused"),
+        ("InvalidRequest", 400, "refused"),
+        ("SlowDown", 503, "unavailable"),
+        ("InternalError", 500, "unavailable"),
+        ("TooManyRequests", 429, "unavailable"),
+        ("", 0, "unavailable"),  # no answer worth the name: retried
+    ],
+)
+def test_s3_errors_are_classified_in_one_place(code: str, status: int, kind: str) -> None:
+    from botocore.exceptions import ClientError
+
+    error = ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "GetObject",
+    )
+    found, reason = s3_failure(error)
+    assert found == kind
+    assert (code or str(status)) in reason
