@@ -11,6 +11,7 @@ from ragstream.consumers.decode import decode
 from ragstream.errors import DependencyUnavailable, InvalidEvent, UndecodableEvent
 from ragstream.schemas.codec import SingleObjectCodec
 from ragstream.schemas.events import DocumentParsed, DocumentUploaded, utc_now
+from tests.events import document_parsed
 
 CODEC = SingleObjectCodec()
 
@@ -19,23 +20,8 @@ def _record(value: bytes) -> Incoming:
     return Incoming("t", 0, 1, None, value, [])
 
 
-def _parsed(document_id: str) -> DocumentParsed:
-    return DocumentParsed(
-        document_id=document_id,
-        job_id=str(uuid.uuid4()),
-        tenant="t",
-        text_blob_sha256="ab" * 32,
-        text_blob_uri="pg://blobs/" + "ab" * 32,
-        content_type="text/plain",
-        parser="text",
-        parser_version="1",
-        block_count=1,
-        parsed_at=utc_now(),
-    )
-
-
 def test_a_good_record_becomes_its_event() -> None:
-    event = _parsed(str(uuid.uuid4()))
+    event = document_parsed(str(uuid.uuid4()))
     m = _record(CODEC.encode(event))
     assert decode(m, CODEC, DocumentParsed) is None and m.event == event
 
@@ -51,7 +37,7 @@ def test_bytes_of_no_event_or_of_another_contract_are_undecodable() -> None:
 
 
 def test_a_document_id_that_is_no_uuid_leaves_no_event_to_mark_failed() -> None:
-    m = _record(CODEC.encode(_parsed("not-a-uuid")))
+    m = _record(CODEC.encode(document_parsed("not-a-uuid")))
     rejected = decode(m, CODEC, DocumentParsed)
     assert isinstance(rejected, InvalidEvent) and "document_id" in rejected.message
     assert m.event is None

@@ -36,6 +36,7 @@ from ragstream.schemas.events import (
     utc_now,
 )
 from ragstream.settings import Settings
+from tests.events import document_parsed
 
 LIMITS = Limits(
     sla_s={"parse": 60, "chunk": 60, "embed": 60, "finalize": 60},
@@ -62,19 +63,7 @@ def uploaded(at: datetime = T0, size: int = 1000) -> DocumentUploaded:
 
 
 def parsed(at: datetime) -> DocumentParsed:
-    return DocumentParsed(
-        document_id=DOC,
-        job_id=JOB,
-        tenant="t",
-        text_blob_sha256="b" * 64,
-        text_blob_uri="blob://b",
-        content_type="text/plain",
-        parser="text",
-        parser_version="1",
-        block_count=1,
-        parsed_at=at,
-        emitted_at=at,
-    )
+    return document_parsed(DOC, JOB, at, emitted_at=at)
 
 
 def chunk(at: datetime, index: int = 0, count: int = 2) -> ChunkCreated:

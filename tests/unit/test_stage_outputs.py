@@ -18,6 +18,7 @@ from ragstream.embedding import make_embedder
 from ragstream.schemas.events import ChunkCreated, ChunkEmbedded, DocumentParsed
 from ragstream.settings import Settings
 from ragstream.state import DocumentStatus
+from tests.events import document_parsed
 
 NAMES = Settings(topic_prefix="p.")
 DOC = uuid.uuid4()
@@ -31,17 +32,8 @@ def _incoming(offset: int, event: object) -> Incoming:
 
 
 def _parsed() -> DocumentParsed:
-    return DocumentParsed(
-        document_id=str(DOC),
-        job_id=str(JOB),
-        tenant="t",
-        text_blob_sha256="ab" * 32,
-        text_blob_uri="pg://blobs/" + "ab" * 32,
-        content_type="text/markdown",
-        parser="markdown",
-        parser_version="1",
-        block_count=2,
-        parsed_at=AT,
+    return document_parsed(
+        DOC, JOB, AT, content_type="text/markdown", parser="markdown", block_count=2
     )
 
 
